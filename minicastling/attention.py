@@ -1,0 +1,239 @@
+"""Attention: the O(N²) reference, linear-angular attention in O(N), and the modules.
+
+Paper: Castling-ViT Sec. 3.2–3.3. Functional forms act per head on q (…, N, d), k (…, M, d),
+v (…, M, dv); modules act on tokens x (B, N, C). Introduced in tutorials 01, 03 and 04.
+"""
+
+import math
+import warnings
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .branches import make_conv_branch, masked_softmax_attention
+from .kernels import EPS, get_similarity, l2_normalize
+
+FORMS = ("official", "kernel")
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, similarity="softmax") -> torch.Tensor:
+    """Row-normalised kernel weights sim(q_i, k_j) / Σ_j sim(q_i, k_j): (…, N, M)."""
+    scores = get_similarity(similarity)(q, k)  # (…, N, M)
+    return scores / scores.sum(dim=-1, keepdim=True)
+
+
+def quadratic_attention(q, k, v, similarity="softmax") -> torch.Tensor:
+    """Explicit O(N²) attention as Nadaraya–Watson kernel smoothing: o_i = Σ_j w_ij v_j.
+
+    `similarity` is a name from kernels.SIMILARITIES or a function (q, k) -> (…, N, M).
+    With "softmax" this is softmax(QKᵀ/√d)V (tutorial 01): the reference other forms are checked
+    against. It builds the N×M matrix, so memory grows as N².
+    """
+    _check_qkv(q, k, v)
+    return attention_weights(q, k, similarity) @ v  # (…, N, dv)
+
+
+def linear_angular_attention(q, k, v, form="kernel", auxiliary=None, eps=EPS) -> torch.Tensor:
+    """Linear-angular attention in O(N d²): K̂ᵀV (d × dv) first, then each query (Eq. 6).
+
+    form="kernel": exactly the row-normalised linear angular kernel ½ + q̂·k̂/π,
+        o_i = (½ Σ_j v_j + (1/π) q̂_iᵀ(K̂ᵀV)) / (M/2 + (1/π) q̂_i·Σ_j k̂_j);
+        equals quadratic_attention(q, k, v, "angular-linear").
+    form="official": the authors' code, which is not a weighted average:
+        o_i = normalize(½ v_i + (1/π) q̂_iᵀ(K̂ᵀV) + auxiliary_i) over head_dim; needs M == N.
+    `auxiliary` (…, N, dv), the weighted masked-softmax branch, is added where the authors add it:
+    before the normalisation (official) or to the average (kernel). The reductions over tokens
+    run in float32 (float64 stays float64), also under autocast; the result has v's dtype.
+    """
+    _check_qkv(q, k, v)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
+    if form == "official" and q.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"form='official' adds ½·v_i to query i, so it needs as many queries as values; got "
+            f"q {tuple(q.shape)} and v {tuple(v.shape)}. Use form='kernel' for cross-attention"
+        )
+    out_dtype, wide = v.dtype, torch.promote_types(v.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        q_hat = l2_normalize(q.to(wide), eps)  # (…, N, d)
+        k_hat = l2_normalize(k.to(wide), eps)  # (…, M, d)
+        v = v.to(wide)
+        kv = k_hat.transpose(-2, -1) @ v  # (…, d, dv): the O(M d dv) step
+        if form == "kernel":
+            numerator = 0.5 * v.sum(dim=-2, keepdim=True) + q_hat @ kv / math.pi  # (…, N, dv)
+            k_sum = k_hat.sum(dim=-2).unsqueeze(-1)  # (…, d, 1)
+            denominator = 0.5 * k.shape[-2] + q_hat @ k_sum / math.pi  # (…, N, 1), >= 0.18 M
+            out = numerator / denominator
+            if auxiliary is not None:
+                out = out + auxiliary.to(wide)
+        else:
+            out = 0.5 * v + q_hat @ kv / math.pi  # (…, N, dv)
+            if auxiliary is not None:
+                out = out + auxiliary.to(wide)
+            out = l2_normalize(out, eps)
+    return out.to(out_dtype)
+
+
+class MultiHeadTokens(nn.Module):
+    """What every attention module shares: tokens (B, N, C) → q, k, v per head → projection."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, proj_drop: float = 0.0):
+        super().__init__()
+        if not (isinstance(dim, int) and isinstance(num_heads, int) and dim > 0 and num_heads > 0):
+            raise ValueError(f"dim and num_heads must be positive ints, got dim={dim!r}, num_heads={num_heads!r}")
+        if dim % num_heads:
+            fits = [h for h in range(1, min(dim, 16) + 1) if dim % h == 0]
+            raise ValueError(
+                f"dim={dim} is not divisible by num_heads={num_heads}; each head gets dim/num_heads "
+                f"channels. Pick num_heads from {fits} or change dim"
+            )
+        self.dim, self.num_heads = dim, num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def split_qkv(self, x: torch.Tensor):
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__}(dim={self.dim}) expects tokens of shape (batch, tokens, {self.dim}), "
+                f"got {tuple(x.shape)}"
+            )
+        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        return qkv.unbind(0)  # 3 × (B, H, N, d)
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, C)
+        return self.proj_drop(self.proj(out))
+
+
+class SoftmaxAttention(MultiHeadTokens):
+    """Standard multi-head softmax attention via torch's scaled_dot_product_attention.
+
+    The twin CastlingAttention is compared against: same projections, same interface.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_qkv(x)
+        return self.merge(F.scaled_dot_product_attention(q, k, v))
+
+
+class CastlingAttention(MultiHeadTokens):
+    """Castling attention: linear-angular + DWConv(V) + α · masked softmax (training only).
+
+    Paper: Castling-ViT Fig. 3 / Sec. 3.3. The auxiliary branch's weight α is driven to 0 by an
+    AlphaSchedule; `castle()` then removes it, and inference is O(N). While α > 0 the branch is
+    part of the model in train and eval mode alike, so evaluation measures what was trained.
+
+    form: "kernel" (the paper's equation, default: it fit a sharp softmax teacher better in
+    tutorial 04) or "official" (authors' code); see linear_angular_attention.
+    conv: "1d" (authors' (9, 1) kernel over tokens), "2d" (3×3 over the token grid) or None.
+    threshold: ε of the mask [softmax > ε]; alpha: the branch's initial weight.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int = 4, *, qkv_bias: bool = False, form: str = "kernel",
+        conv: str | None = "1d", conv_kernel_size: int | None = None, threshold: float = 0.02,
+        alpha: float = 1.0, proj_drop: float = 0.0,
+    ):
+        super().__init__(dim, num_heads, qkv_bias, proj_drop)
+        if form not in FORMS:
+            raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold ε compares softmax probabilities, so it must be in [0, 1); got {threshold!r}")
+        self.form, self.threshold = form, threshold
+        self.conv = make_conv_branch(conv, dim, num_heads, conv_kernel_size)
+        self.castled = False
+        self.alpha = 0.0
+        self.set_alpha(alpha)
+
+    @property
+    def auxiliary_active(self) -> bool:
+        return not self.castled and self.alpha != 0.0
+
+    def set_alpha(self, alpha: float) -> None:
+        """Set the auxiliary branch's weight; the training loop calls this with AlphaSchedule(t)."""
+        alpha = float(alpha)
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        if self.castled and alpha != 0.0:
+            raise RuntimeError("this attention is castled: its auxiliary branch is gone, so alpha must stay 0")
+        self.alpha = alpha
+
+    def castle(self, force: bool = False) -> "CastlingAttention":
+        """Remove the auxiliary softmax branch for O(N) inference.
+
+        Refuses while α > 0, since the outputs would change; `force=True` removes it anyway,
+        with a warning (tutorial 04 shows the harm). Once α = 0 the eval outputs stay bit-for-bit.
+        """
+        if self.alpha != 0.0:
+            message = (
+                f"castling while the auxiliary softmax branch still has weight alpha={self.alpha:g} "
+                "changes the model's outputs"
+            )
+            if not force:
+                raise RuntimeError(
+                    message + "; train until the AlphaSchedule reaches 0 (set_alpha(0.0)), "
+                    "or call castle(force=True) to remove it anyway"
+                )
+            warnings.warn(message + " (forced)", RuntimeWarning, stacklevel=2)
+            self.alpha = 0.0
+        self.castled = True
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_qkv(x)  # (B, H, N, d) each
+        auxiliary = None
+        if self.auxiliary_active:  # skipped at α = 0: nothing to add, and it costs O(N²)
+            auxiliary = self.alpha * masked_softmax_attention(q, k, v, self.threshold)
+        out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)  # (B, H, N, d)
+        if self.conv is not None:
+            out = out + self.conv(v)
+        return self.merge(out)
+
+    def get_extra_state(self):
+        return {"alpha": self.alpha, "castled": self.castled}
+
+    def set_extra_state(self, state):
+        self.castled = False
+        self.set_alpha(state["alpha"])
+        self.castled = bool(state["castled"])
+
+    def extra_repr(self) -> str:
+        return (f"form={self.form!r}, threshold={self.threshold}, alpha={self.alpha:g}, "
+                f"castled={self.castled}")
+
+
+def set_alpha(module: nn.Module, alpha: float) -> None:
+    """Set α on every CastlingAttention inside `module` (what the training loop calls each step)."""
+    for layer in module.modules():
+        if isinstance(layer, CastlingAttention):
+            layer.set_alpha(alpha)
+
+
+ATTENTIONS = {
+    "softmax": SoftmaxAttention,
+    "castling": CastlingAttention,
+    "linear-angular": partial(CastlingAttention, conv=None, alpha=0.0),
+}
+
+
+def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module:
+    """An attention module by name: one registry, so models never branch on strings."""
+    if name not in ATTENTIONS:
+        raise ValueError(f"unknown attention {name!r}; use one of {sorted(ATTENTIONS)}")
+    return ATTENTIONS[name](dim, num_heads, **options)
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
+        raise ValueError(f"q, k, v need the same number of axes, at least (tokens, head_dim); got {shapes}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share head_dim (last axis); got {shapes}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same number of tokens (axis -2); got {shapes}")
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(f"q, k, v must share their leading (batch, head) axes; got {shapes}")

@@ -1,0 +1,90 @@
+"""The two branches that stand in for the angular kernel's high-order residual.
+
+Paper: Castling-ViT Sec. 3.3. A depthwise convolution on V adds the local detail that the
+linear term smooths away; an auxiliary masked softmax attention adds the sharp peaks, during
+training only. Introduced in tutorial 04.
+"""
+
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+def masked_softmax_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, threshold: float = 0.02
+) -> torch.Tensor:
+    """(M ⊙ softmax(QKᵀ/√d)) V with M = [softmax > threshold]: the auxiliary sparse branch.
+
+    As in the authors' code the mask is boolean, so no gradient flows through it; only the
+    attention weights above the threshold pass their gradient. O(N²): training only.
+    """
+    attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (…, N, M)
+    mask = attn > threshold
+    return (attn * mask) @ v  # (…, N, dv)
+
+
+class TokenConv1d(nn.Module):
+    """The authors' DWConv: a (k, 1) kernel along the flattened token axis of V.
+
+    One filter per head, shared across head_dim: V (B, H, N, d) is read as an image with H
+    channels and N × d pixels. Token order is row-major, so the window wraps across grid rows.
+    """
+
+    def __init__(self, num_heads: int, kernel_size: int = 9):
+        super().__init__()
+        _check_odd(kernel_size)
+        self.conv = nn.Conv2d(
+            num_heads, num_heads, (kernel_size, 1), padding=(kernel_size // 2, 0),
+            groups=num_heads, bias=False,
+        )
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.conv(v)  # (B, H, N, d) -> (B, H, N, d)
+
+
+class GridConv2d(nn.Module):
+    """A k × k depthwise conv over the √N × √N token grid, one filter per channel.
+
+    The 2-D alternative (as in FLatten Transformer): neighbours are spatial, not row-major.
+    """
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int = 3):
+        super().__init__()
+        _check_odd(kernel_size)
+        self.num_heads = num_heads
+        self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        tokens = v.shape[-2]
+        side = math.isqrt(tokens)
+        if side * side != tokens:
+            raise ValueError(
+                f"conv='2d' needs a square grid of tokens, got N={tokens}, which is not a perfect "
+                "square; use conv='1d', or feed patch tokens of an h×w grid with h == w "
+                "(no class token)"
+            )
+        grid = rearrange(v, "b h (y x) d -> b (h d) y x", y=side)  # (B, C, √N, √N)
+        grid = self.conv(grid)
+        return rearrange(grid, "b (h d) y x -> b h (y x) d", h=self.num_heads)  # (B, H, N, d)
+
+
+CONV_BRANCHES = {"1d": 9, "2d": 3}  # kind -> default kernel size
+
+
+def make_conv_branch(kind: str | None, dim: int, num_heads: int, kernel_size: int | None = None):
+    """The DWConv branch by name: '1d' (authors'), '2d' (token grid) or None (no branch)."""
+    if kind is None:
+        return None
+    if kind not in CONV_BRANCHES:
+        raise ValueError(f"unknown conv {kind!r}; use '1d' (authors' code), '2d' (token grid) or None")
+    size = CONV_BRANCHES[kind] if kernel_size is None else kernel_size
+    return TokenConv1d(num_heads, size) if kind == "1d" else GridConv2d(dim, num_heads, size)
+
+
+def _check_odd(kernel_size: int) -> None:
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(
+            f"conv kernel_size must be a positive odd int so the output keeps N tokens, got {kernel_size!r}"
+        )
