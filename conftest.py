@@ -7,4 +7,3 @@ An explicit MINICASTLING_BUDGET in the environment wins.
 import os
 
 os.environ.setdefault("MINICASTLING_BUDGET", "smoke")
-os.environ.setdefault("MPLBACKEND", "Agg")
