@@ -58,21 +58,26 @@ def linear_angular_attention(q, k, v, form="kernel", auxiliary=None, eps=EPS) ->
         )
     out_dtype, wide = v.dtype, torch.promote_types(v.dtype, torch.float32)
     with torch.autocast(q.device.type, enabled=False):
-        q_hat = l2_normalize(q.to(wide), eps)  # (…, N, d)
-        k_hat = l2_normalize(k.to(wide), eps)  # (…, M, d)
-        v = v.to(wide)
-        kv = k_hat.transpose(-2, -1) @ v  # (…, d, dv): the O(M d dv) step
+        q, k, v = q.to(wide), k.to(wide), v.to(wide)
+        # q̂_i = q_i / n_i is never built: each row is rescaled by n_i instead, one (…, N, d)
+        # tensor and one pass fewer. The kernel form is a ratio, so numerator and denominator are
+        # both multiplied by n_i; the official form's L2 normalisation ignores a positive row scale.
+        q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps)  # n_i, (…, N, 1)
+        k_hat = l2_normalize(k, eps)  # (…, M, d)
+        kv = k_hat.transpose(-2, -1) @ v / math.pi  # (…, d, dv): the O(M d dv) step, 1/π folded in
         if form == "kernel":
-            numerator = 0.5 * v.sum(dim=-2, keepdim=True) + q_hat @ kv / math.pi  # (…, N, dv)
-            k_sum = k_hat.sum(dim=-2).unsqueeze(-1)  # (…, d, 1)
-            denominator = 0.5 * k.shape[-2] + q_hat @ k_sum / math.pi  # (…, N, 1), >= 0.18 M
+            k_sum = k_hat.sum(dim=-2).unsqueeze(-1) / math.pi  # (…, d, 1)
+            v_sum = v.sum(dim=-2, keepdim=True)  # (…, 1, dv)
+            # n_i · (½ Σ_j v_j + q̂_iᵀ K̂ᵀV / π), in place on the matmul's fresh output
+            numerator = (q @ kv).addcmul_(q_norm, v_sum, value=0.5)  # (…, N, dv)
+            denominator = (q @ k_sum).add_(q_norm, alpha=0.5 * k.shape[-2])  # (…, N, 1), >= 0.18 M n_i
             out = numerator / denominator
             if auxiliary is not None:
                 out = out + auxiliary.to(wide)
         else:
-            out = 0.5 * v + q_hat @ kv / math.pi  # (…, N, dv)
+            out = (q @ kv).addcmul_(q_norm, v, value=0.5)  # n_i · (½ v_i + q̂_iᵀ K̂ᵀV / π), (…, N, dv)
             if auxiliary is not None:
-                out = out + auxiliary.to(wide)
+                out = out.addcmul_(q_norm, auxiliary.to(wide))  # + n_i · a_i
             out = l2_normalize(out, eps)
     return out.to(out_dtype)
 

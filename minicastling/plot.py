@@ -20,8 +20,8 @@ def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None):
         n = crossover(rows, *crossing, metric=metric)
         if n is not None:
             ax.axvline(n, color="gray", linestyle="--", linewidth=1)
-            ax.annotate(f"{crossing[0]} wins from N={n}", (n, ax.get_ylim()[0]), rotation=90,
-                        va="bottom", ha="right", fontsize=8, color="gray")
+            ax.text(n, 0.02, f" {crossing[0]} faster from N={n}", transform=ax.get_xaxis_transform(),
+                    rotation=90, va="bottom", ha="right", fontsize=8, color="gray")
     ax.set(xscale="log", yscale="log", xlabel="tokens N",
            ylabel={"seconds": "time per call (ms)", "peak_mib": "peak memory (MiB)"}[metric])
     ax.set_title(title or "")
