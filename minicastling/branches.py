@@ -12,6 +12,11 @@ from einops import rearrange
 from torch import nn
 
 
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(QKᵀ/√d): (…, N, M)."""
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
+
 def masked_softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, threshold: float = 0.02
 ) -> torch.Tensor:
@@ -20,7 +25,7 @@ def masked_softmax_attention(
     As in the authors' code the mask is boolean, so no gradient flows through it; only the
     attention weights above the threshold pass their gradient. O(N²): training only.
     """
-    attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (…, N, M)
+    attn = attention_probabilities(q, k)  # (…, N, M)
     mask = attn > threshold
     return (attn * mask) @ v  # (…, N, dv)
 

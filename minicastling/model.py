@@ -1,0 +1,237 @@
+"""A Vision Transformer for CIFAR-scale images with pluggable attention, and castle(model).
+
+Paper: Castling-ViT Sec. 3 and 4: the same ViT trained with castling attention (linear-angular +
+DWConv + auxiliary softmax), castled for O(N) inference, and compared with its softmax twin.
+Introduced in tutorial 05.
+"""
+
+import copy
+import dataclasses
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .attention import CastlingAttention, build_attention, set_alpha
+
+ATTENTION_KINDS = ("castling", "linear-angular", "softmax")
+STEMS = ("patch", "conv")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Everything that decides a model's shape. Presets below; override any field with .replace()."""
+
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 10
+    patch_size: int = 4
+    stem: str = "conv"  # "patch": one strided conv; "conv": 3×3 conv stages, a strong prior on small data
+    dim: int = 96
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    attention: str = "castling"  # one of ATTENTION_KINDS
+    form: str = "kernel"  # linear-angular form, see attention.linear_angular_attention
+    conv: str | None = "1d"  # DWConv branch of castling attention: "1d", "2d" or None
+    threshold: float = 0.02  # ε of the auxiliary branch's mask
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention {self.attention!r}; use one of {ATTENTION_KINDS}")
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; use one of {STEMS}")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
+                "pick a patch size that tiles the image"
+            )
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"stem='conv' downsamples by 2 per stage, so patch_size must be a power of 2, got {self.patch_size}")
+
+    @property
+    def tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def replace(self, **changes) -> "ViTConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    # seconds on a CPU: tests and smoke-mode notebooks
+    "smoke": ViTConfig(dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
+    # minutes on a CPU
+    "cpu": ViTConfig(dim=96, depth=4, num_heads=4, mlp_ratio=2.0),
+    # the GPU recipe: 256 tokens (patch 2), about 4.8M parameters
+    "gpu": ViTConfig(dim=256, depth=6, num_heads=8, patch_size=2, mlp_ratio=3.0, dropout=0.0),
+}
+
+
+def get_config(preset: str, **overrides) -> ViTConfig:
+    """A preset by name, with any field overridden: get_config("cpu", attention="softmax")."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(PRESETS)}")
+    return PRESETS[preset].replace(**overrides)
+
+
+def make_stem(config: ViTConfig) -> nn.Module:
+    """Images (B, C, H, W) → patch features (B, dim, H/p, W/p)."""
+    if config.stem == "patch":
+        return nn.Conv2d(config.channels, config.dim, config.patch_size, stride=config.patch_size)
+    stages = int(math.log2(config.patch_size))
+    layers, width = [nn.Conv2d(config.channels, config.dim // 2, 3, padding=1, bias=False),
+                     nn.BatchNorm2d(config.dim // 2), nn.GELU()], config.dim // 2
+    for _ in range(stages):
+        layers += [nn.Conv2d(width, config.dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(config.dim), nn.GELU()]
+        width = config.dim
+    layers.append(nn.Conv2d(width, config.dim, 1))
+    return nn.Sequential(*layers)
+
+
+def make_attention(config: ViTConfig) -> nn.Module:
+    options = {"castling": dict(form=config.form, conv=config.conv, threshold=config.threshold),
+               "linear-angular": dict(form=config.form), "softmax": {}}[config.attention]
+    return build_attention(config.attention, config.dim, config.num_heads, proj_drop=config.dropout, **options)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        hidden = int(config.dim * config.mlp_ratio)
+        self.norm1, self.norm2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
+        self.attn = make_attention(config)
+        self.mlp = nn.Sequential(nn.Linear(config.dim, hidden), nn.GELU(), nn.Dropout(config.dropout),
+                                 nn.Linear(hidden, config.dim), nn.Dropout(config.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """Stem → tokens + learned positions → blocks → mean over tokens → classifier.
+
+    No class token: the tokens stay a square grid, which the 2-D DWConv branch needs.
+    """
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        self.stem = make_stem(config)
+        self.pos = nn.Parameter(torch.zeros(1, config.tokens, config.dim))
+        self.blocks = nn.Sequential(*[Block(config) for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = nn.Linear(config.dim, config.num_classes)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        c, s = self.config.channels, self.config.image_size
+        if images.dim() != 4 or images.shape[1:] != (c, s, s):
+            raise ValueError(f"ViT expects images of shape (batch, {c}, {s}, {s}), got {tuple(images.shape)}; "
+                             "the data pipeline turns uint8 (N, H, W, C) arrays into this")
+        x = rearrange(self.stem(images), "b c h w -> b (h w) c") + self.pos  # (B, N, dim)
+        x = self.norm(self.blocks(x))
+        return self.head(x.mean(dim=1))  # (B, classes)
+
+
+def castle(model: nn.Module, force: bool = False) -> nn.Module:
+    """Castle every CastlingAttention in `model`: all or none, refusing while any α > 0."""
+    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
+    live = [m.alpha for m in layers if m.alpha != 0.0]
+    if live and not force:
+        raise RuntimeError(
+            f"{len(live)} of {len(layers)} castling attentions still weight their softmax branch "
+            f"(alpha={live[0]:g}); castling now changes the model. Train until the AlphaSchedule "
+            "reaches 0, or call castle(model, force=True)"
+        )
+    for layer in layers:
+        layer.castle(force=force)
+    return model
+
+
+@torch.no_grad()
+def mask_density(model: nn.Module, images: torch.Tensor) -> float:
+    """Share of softmax entries the auxiliary branch's mask keeps, averaged over castling layers.
+
+    0 means the branch adds nothing and, since no gradient passes the mask, learns nothing: with
+    near-uniform attention over N > 1/ε tokens every entry 1/N falls below ε.
+    """
+    from .branches import attention_probabilities
+
+    densities = []
+
+    def record(layer, inputs):
+        q, k, _ = layer.split_qkv(inputs[0])
+        densities.append((attention_probabilities(q, k) > layer.threshold).float().mean().item())
+
+    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
+    hooks = [layer.register_forward_pre_hook(record) for layer in layers]
+    try:
+        was_training = model.training
+        model.eval()
+        model(images)
+        model.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(densities) / len(densities) if densities else 0.0
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _count_cpu_sdpa() -> None:
+    """torch's flop counter knows SDPA's CUDA kernels but not the CPU one; give it the same formula."""
+    from torch.utils import flop_counter
+
+    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if cpu_sdpa not in flop_counter.flop_registry and cpu_sdpa.default not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(cpu_sdpa)(
+            lambda q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v)
+        )
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, image_size: int | None = None) -> int:
+    """Multiply–accumulates of one image's forward pass, from torch.utils.flop_counter.
+
+    Counts matmuls and convolutions (attention's N×N products included), not elementwise work.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _count_cpu_sdpa()
+    config = model.config
+    size = image_size or config.image_size
+    images = torch.zeros(1, config.channels, size, size, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(images)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def macs_by_variant(config: ViTConfig) -> dict:
+    """MACs per image of the softmax twin, the castling model while training (α > 0), and castled."""
+    twin = ViT(config.replace(attention="softmax"))
+    training = ViT(config.replace(attention="castling"))
+    set_alpha(training, 1.0)
+    castled = _castled_copy(training)
+    return {"softmax twin": count_macs(twin), "castling (training)": count_macs(training),
+            "castled (inference)": count_macs(castled)}
+
+
+def _castled_copy(model: nn.Module) -> nn.Module:
+    castled = copy.deepcopy(model)
+    set_alpha(castled, 0.0)
+    return castle(castled)

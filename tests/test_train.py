@@ -1,0 +1,101 @@
+"""Training: it learns on a small real dataset, castles without loss, resumes exactly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minicastling.__main__ import main
+from minicastling.data import stand_in
+from minicastling.train import atomic_write, get_recipe, learning_rate, train
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    """scikit-learn's 1,797 handwritten digits (bundled, no network), as 16×16 uint8 images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (np.kron(digits.images, np.ones((2, 2))) * 15).astype(np.uint8)[..., None]  # (1797, 16, 16, 1)
+    order = np.random.default_rng(0).permutation(len(images))
+    train_index, test_index = order[:1437], order[1437:]
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    np.savez(path, x_train=images[train_index], y_train=digits.target[train_index],
+             x_test=images[test_index], y_test=digits.target[test_index])
+    return path
+
+
+def test_castling_vit_learns_real_digits_and_castles_without_loss(digits_npz, tmp_path):
+    recipe = get_recipe("smoke", epochs=10, batch_size=64, lr=3e-3, train_images=None, crop_padding=1, flip=False)
+    metrics = train(recipe, tmp_path, dataset=str(digits_npz), device="cpu", progress=False)
+    assert metrics["dataset"] == "digits"
+    assert metrics["test_acc_after_castling"] > 80  # chance is 10%
+    assert abs(metrics["test_acc_before_castling"] - metrics["test_acc_after_castling"]) <= 0.5
+    assert metrics["macs_after_castling"] < metrics["macs_before_castling"]
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == list(range(1, 11))
+    assert history[-1]["alpha_end_of_epoch"] == 0.0 and history[0]["alpha_end_of_epoch"] > 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_first_epoch(epoch, history):
+    if epoch == 1:
+        raise Interrupted
+
+
+def comparable(metrics):
+    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "device")}
+
+
+def test_interrupted_run_resumes_to_the_same_end(tmp_path):
+    dataset = stand_in(256, 64)
+    recipe = get_recipe("smoke", epochs=3, batch_size=32, train_images=None)
+    straight = train(recipe, tmp_path / "straight", dataset, device="cpu", progress=False)
+    with pytest.raises(Interrupted):
+        train(recipe, tmp_path / "resumed", dataset, device="cpu", progress=False, on_epoch_end=stop_after_first_epoch)
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    resumed = train(recipe, tmp_path / "resumed", dataset, device="cpu", progress=False)
+    assert comparable(resumed) == comparable(straight)
+    a = torch.load(tmp_path / "straight" / "model.pt")["model"]
+    b = torch.load(tmp_path / "resumed" / "model.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a if isinstance(a[key], torch.Tensor))
+    rows = lambda run: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                        for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert rows("straight") == rows("resumed")
+    with pytest.raises(RuntimeError, match="belongs to a different run.*--restart"):
+        train(get_recipe("smoke", epochs=4, batch_size=32, train_images=None), tmp_path / "resumed", dataset,
+              device="cpu", progress=False)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"old")
+
+    def broken(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    recipe = get_recipe("smoke", lr=1.0, warmup_epochs=1)
+    rates = [learning_rate(recipe, step, 100, 10) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:])) and rates[-1] < 0.01
+
+
+def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
+    assert main(["train", "--preset", "smoke", "--data", str(digits_npz), "--epochs", "1", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("dataset", "preset", "epochs", "device", "test_acc_before_castling", "test_acc_after_castling",
+                "macs_before_castling", "macs_after_castling", "wall_time_s"):
+        assert key in metrics
+    out = capsys.readouterr().out
+    assert "dataset: ImageDataset('digits'" in out and "before castling" in out and "fewer" in out
