@@ -94,6 +94,15 @@ def data_dir() -> Path:
     return clone if clone.is_dir() else Path.home() / ".cache" / "minicastling"
 
 
+def shown(path: Path) -> str:
+    """A path as a person reads it: relative to the working directory when near, else with ~."""
+    relative = os.path.relpath(path)
+    if not relative.startswith(os.path.join("..", "..")):
+        return relative
+    home = str(Path.home())
+    return str(path).replace(home, "~", 1) if str(path).startswith(home) else str(path)
+
+
 def md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -135,14 +144,14 @@ def fetch_cifar10_archive(root: Path, url: str | None = None, checksum: str | No
         except (urllib.error.URLError, OSError) as error:
             raise DatasetUnavailable(
                 f"CIFAR-10 could not be downloaded from {url} ({getattr(error, 'reason', error)}); to use it "
-                f"offline, download that file on a machine with internet and copy it to {archive}, or "
+                f"offline, download that file on a machine with internet and copy it to {shown(archive)}, or "
                 "train on the built-in stand-in with --data stand-in"
             ) from None
     if md5(archive) != checksum:
         archive.unlink()
         raise DatasetUnavailable(
             f"the CIFAR-10 archive from {url} failed its MD5 check twice (expected {checksum}); the download "
-            f"is being corrupted. Fetch it by hand into {archive}, check its MD5, and run again"
+            f"is being corrupted. Fetch it by hand into {shown(archive)}, check its MD5, and run again"
         )
     return archive
 
@@ -152,7 +161,7 @@ def parse_cifar10_archive(archive: Path) -> ImageDataset:
     def batch(tar, name):
         member = tar.extractfile(f"cifar-10-batches-py/{name}")
         if member is None:
-            raise DatasetUnavailable(f"{archive} has no cifar-10-batches-py/{name}; it is not the CIFAR-10 python archive")
+            raise DatasetUnavailable(f"{shown(archive)} has no cifar-10-batches-py/{name}; it is not the CIFAR-10 python archive")
         entry = pickle.load(io.BytesIO(member.read()), encoding="bytes")
         images = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return np.ascontiguousarray(images), np.asarray(entry[b"labels"], dtype=np.int64)
@@ -162,7 +171,7 @@ def parse_cifar10_archive(archive: Path) -> ImageDataset:
             train = [batch(tar, f"data_batch_{i}") for i in range(1, 6)]
             x_test, y_test = batch(tar, "test_batch")
     except (tarfile.TarError, EOFError, KeyError, pickle.UnpicklingError) as error:
-        raise DatasetUnavailable(f"{archive} could not be read ({error}); delete it and run again") from None
+        raise DatasetUnavailable(f"{shown(archive)} could not be read ({error}); delete it and run again") from None
     x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
     return ImageDataset("cifar10", x_train, y_train, x_test, y_test, CIFAR10_CLASSES)
 

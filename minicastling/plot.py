@@ -52,3 +52,65 @@ def plot_alpha(schedules: dict, ax=None, points: int = 201):
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return ax
+
+
+def plot_images(images, labels, classes, columns: int = 10, title: str = ""):
+    """A grid of uint8 images (N, H, W, C) with their class names."""
+    rows = (len(images) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.75 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels):
+        ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
+        ax.set_title(classes[int(label)], fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def read_history(path):
+    """The per-epoch rows a training run wrote to metrics.jsonl."""
+    import json
+    from pathlib import Path
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_history(runs: dict, title: str = "Training curves"):
+    """Loss and test accuracy per epoch for each named run (a metrics.jsonl path), α dotted."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, path in runs.items():
+        rows = read_history(path)
+        epochs = [r["epoch"] for r in rows]
+        loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label=name)
+        acc_ax.plot(epochs, [r["test_acc"] for r in rows], marker="o", label=name)
+        if any(r.get("alpha_end_of_epoch", 0) > 0 for r in rows):
+            alpha_ax = acc_ax.twinx()
+            alpha_ax.plot(epochs, [r["alpha_end_of_epoch"] for r in rows], color="black", linestyle=":")
+            alpha_ax.set(ylabel=f"α of '{name}' (dotted)", ylim=(0, 1.05))
+    loss_ax.set(xlabel="epoch", ylabel="training loss (label-smoothed)", title="Training loss")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if ax is acc_ax else "upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(predictions, labels, classes, title: str = "Confusion matrix"):
+    """Counts of (true class, predicted class) pairs, rows normalised to shares."""
+    import torch
+
+    n = len(classes)
+    counts = torch.zeros(n, n)
+    counts.index_put_((torch.as_tensor(labels), torch.as_tensor(predictions)), torch.ones(len(labels)), accumulate=True)
+    shares = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    return fig

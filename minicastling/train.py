@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attention import set_alpha
-from .data import DeviceData, ImageDataset, load_dataset
+from .data import DeviceData, ImageDataset, load_dataset, shown
 from .model import ViT, castle, count_macs, count_parameters, get_config, mask_density
 from .runtime import describe, pick_device, seed_everything
 from .schedule import AlphaSchedule
@@ -135,14 +135,15 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
         raise ValueError(f"{len(train_data)} training images are fewer than one batch of {recipe.batch_size}; "
                          "lower --batch-size")
     total_steps = recipe.epochs * steps_per_epoch
-    schedule = AlphaSchedule(end=recipe.alpha_end)
+    castling = recipe.attention == "castling"  # only castling attention has a softmax branch to fade
+    schedule = AlphaSchedule(end=recipe.alpha_end) if castling else (lambda progress: 0.0)
     history, first_epoch = [], 0
     checkpoint = out / "checkpoint.pt"
     identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data)}
     if checkpoint.exists() and not restart:
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         if state["identity"] != identity:
-            raise RuntimeError(f"{checkpoint} belongs to a different run ({state['identity']}); "
+            raise RuntimeError(f"{shown(checkpoint)} belongs to a different run ({state['identity']}); "
                                "use another --out, or --restart to overwrite it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -166,8 +167,7 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
                    leave=False)
         for i, (images, labels) in enumerate(bar):
             step = epoch * steps_per_epoch + i
-            alpha = schedule(step / total_steps)
-            set_alpha(model, alpha)
+            set_alpha(model, schedule(step / total_steps))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(recipe, step, total_steps, steps_per_epoch)
             with _autocast(device):
@@ -183,13 +183,13 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
         history.append({"epoch": epoch + 1, "train_loss": loss_sum.item() / steps_per_epoch,
                         "train_acc": 100.0 * correct.item() / seen, "test_acc": evaluate(model, test_data),
                         "alpha_end_of_epoch": schedule((epoch + 1) / recipe.epochs),
-                        "mask_density": mask_density(model, probe),
+                        "mask_density": mask_density(model, probe) if castling else None,
                         "lr_end_of_epoch": optimizer.param_groups[0]["lr"],
                         "seconds": time.perf_counter() - epoch_start})
         row = history[-1]
+        branch = f"α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, " if castling else ""
         print(f"epoch {row['epoch']:>3}/{recipe.epochs}: loss {row['train_loss']:.3f}, train {row['train_acc']:.1f}%, "
-              f"test {row['test_acc']:.1f}%, α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, "
-              f"{row['seconds']:.1f} s")
+              f"test {row['test_acc']:.1f}%, {branch}{row['seconds']:.1f} s")
         atomic_write(out / "metrics.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))
         state = {"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "history": history, "epoch": epoch + 1}
@@ -224,7 +224,10 @@ def finish(model, config, recipe, dataset, test_data, train_images, out, device,
                                                           "model": model.state_dict()}, f))
     save_json(out / "metrics.json", metrics)
     print(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
-    print(f"MACs per image: {macs_before / 1e6:.1f}M with the softmax branch (training), "
-          f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer")
-    print(f"wall time {seconds:.0f} s; metrics in {out / 'metrics.json'}")
+    if recipe.attention == "castling":
+        print(f"MACs per image: {macs_before / 1e6:.1f}M with the softmax branch (training), "
+              f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer")
+    else:
+        print(f"MACs per image: {macs_after / 1e6:.1f}M ({recipe.attention} attention has no branch to castle)")
+    print(f"wall time {seconds:.0f} s; metrics in {shown(out / 'metrics.json')}")
     return metrics

@@ -99,3 +99,22 @@ def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
         assert key in metrics
     out = capsys.readouterr().out
     assert "dataset: ImageDataset('digits'" in out and "before castling" in out and "fewer" in out
+
+
+def test_twins_never_switch_a_softmax_branch_on(tmp_path):
+    from minicastling.attention import CastlingAttention
+
+    dataset = stand_in(128, 32)
+    for attention in ("linear-angular", "softmax"):
+        recipe = get_recipe("smoke", epochs=1, batch_size=32, train_images=None, attention=attention)
+        seen = []
+        original = CastlingAttention.set_alpha
+        CastlingAttention.set_alpha = lambda self, alpha: (seen.append(alpha), original(self, alpha))[1]
+        try:
+            metrics = train(recipe, tmp_path / attention, dataset, device="cpu", progress=False)
+        finally:
+            CastlingAttention.set_alpha = original
+        assert all(alpha == 0.0 for alpha in seen)
+        assert metrics["macs_before_castling"] == metrics["macs_after_castling"]
+        row = json.loads((tmp_path / attention / "metrics.jsonl").read_text().splitlines()[0])
+        assert row["mask_density"] is None and row["alpha_end_of_epoch"] == 0.0
