@@ -29,16 +29,49 @@ def demo(args) -> None:
 
 
 def bench(args) -> None:
-    """Linear-angular vs torch SDPA on this machine, measured in one run."""
-    from .bench import sdpa_ratios
+    """Attention and model speed and memory, measured in one run; ratios against SDPA and the twin."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .bench import full_benchmark
+    from .plot import plot_benchmark
     from .runtime import describe, pick_device
+    from .train import atomic_write
 
     device = pick_device(args.device)
     print(describe(device))
-    print(f"B={args.batch}, heads={args.heads}, head_dim={args.head_dim}, float32, median of {args.repeats}")
-    print(f"{'setting':<24} {'method':<28} {'ms':>9} {'vs SDPA':>8}")
-    for row in sdpa_ratios(args.batch, args.heads, args.head_dim, args.repeats, device):
-        print(f"{row['setting']:<24} {row['method']:<28} {row['ms']:9.2f} {row['speedup_vs_sdpa']:7.1f}x")
+    print("measuring (a few minutes on a 2-core CPU; --quick for seconds) ...")
+    results = {"device": describe(device), "quick": args.quick, **full_benchmark(args.quick, device)}
+    print(f"\nlinear-angular vs torch SDPA (B={1 if args.quick else 8}, 4 heads, head_dim 32, float32):")
+    for row in results["headline"]:
+        print(f"  {row['setting']:<24} {row['method']:<28} {row['ms']:9.2f} ms {row['speedup_vs_sdpa']:6.1f}x")
+    print("\ncastled CastlingAttention vs SoftmaxAttention, fwd+bwd, B=8, C=128, 4 heads (goal):")
+    goals = {64: 1 / 1.1, 256: 1.3, 1024: 2.0}
+    for row in results["modules"]:
+        goal = goals.get(row["tokens"])
+        verdict = "" if goal is None else f"(goal >= {goal:.2f}x: {'met' if row['speedup'] >= goal else 'not met'})"
+        print(f"  {row['tokens']:>5} tokens: twin {row['twin_ms']:8.2f} ms, castled {row['castled_ms']:8.2f} ms, "
+              f"training {row['training_ms']:8.2f} ms -> {row['speedup']:.2f}x {verdict}")
+    memory = results["memory_4096"]
+    print("\npeak memory, fwd+bwd, 1 x 4 heads (goal: linear-angular <= 0.1x explicit):")
+    for name, entry in memory.items():
+        print(f"  {name:<26} {entry['mib']:9.1f} MiB  {entry['vs_explicit']:.4f}x explicit")
+    e = results["efficiency"]
+    print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
+          f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
+    print("\nwhole model (smoke preset, batch 32), images/s:")
+    for row in results["models"]:
+        print(f"  {row['tokens']:>5} tokens: train twin {row['twin train img/s']:7.1f}, castling {row['castling train img/s']:7.1f} "
+              f"({row['train ratio']:.2f}x); inference twin {row['twin inference img/s']:7.1f}, castled "
+              f"{row['castled inference img/s']:7.1f} ({row['inference ratio']:.2f}x)")
+    out = Path(args.out)
+    atomic_write(out, lambda f: f.write(json.dumps(results, indent=2).encode()))
+    figure = plot_benchmark(results)
+    figure.savefig(out.with_suffix(".png"), dpi=110)
+    print(f"\nwrote {out} and {out.with_suffix('.png')}")
 
 
 def train(args) -> int:
@@ -49,7 +82,7 @@ def train(args) -> int:
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     chosen = dict(epochs=args.epochs, attention=args.attention, batch_size=args.batch_size, lr=args.lr,
                   seed=args.seed, compile=args.compile or None, train_images=args.train_images,
-                  crop_padding=args.crop_padding, flip=False if args.no_flip else None)
+                  crop_padding=args.crop_padding, flip=False if args.no_flip else None, form=args.form)
     overrides = {key: value for key, value in chosen.items() if value is not None}
     if args.all_images:
         overrides["train_images"] = None
@@ -63,6 +96,19 @@ def train(args) -> int:
     return 0
 
 
+def ablate(args) -> int:
+    """Train every ablation variant with one recipe and tabulate accuracy and MACs."""
+    from .ablation import VARIANTS, run_ablations
+
+    unknown = [v for v in args.variant or [] if v not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
+        return 1
+    run_ablations(args.preset, args.epochs, args.train_images, args.data, args.out, args.results, args.device,
+                  args.variant)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minicastling", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="run directory (default runs/PRESET-ATTENTION); an unfinished run there resumes")
     p.add_argument("--attention", choices=["castling", "linear-angular", "softmax"],
                    help="castling (default) or the twins trained by the same recipe")
+    p.add_argument("--form", choices=["kernel", "official"], help="linear-angular form (default kernel)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--train-images", type=int, help="use the first N training images")
@@ -84,18 +131,26 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and start over")
     p.set_defaults(run=train)
+    p = commands.add_parser("ablate", help="train every ablation variant with one recipe; write a results JSON")
+    p.add_argument("--preset", choices=["smoke", "cpu", "gpu"], default="cpu")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--train-images", type=int, default=4000)
+    p.add_argument("--data", default="auto")
+    p.add_argument("--out", default="runs/ablations")
+    p.add_argument("--results", default="results/ablations.json")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    p.set_defaults(run=ablate)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--form", choices=["kernel", "official"], default="kernel")
     p.add_argument("--conv", choices=["1d", "2d"], default="1d")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)
-    p = commands.add_parser("bench", help="linear-angular vs torch SDPA: fwd+bwd @1,024 and fwd @4,096 tokens")
+    p = commands.add_parser("bench", help="attention and model speed and memory against SDPA and the softmax twin")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--head-dim", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="small sizes: seconds, for a smoke test")
+    p.add_argument("--out", default="results/bench.json", help="JSON results; the plot goes beside it as .png")
     p.set_defaults(run=bench)
     args = parser.parse_args(argv)
     return args.run(args) or 0

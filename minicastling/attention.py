@@ -100,14 +100,16 @@ class MultiHeadTokens(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def split_qkv(self, x: torch.Tensor):
+    def split_qkv(self, x: torch.Tensor, contiguous: bool = False):
+        """q, k, v (B, H, N, d); `contiguous` copies them once into that layout, which pays when
+        several matmuls and a convolution read them (each would otherwise copy on its own)."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__}(dim={self.dim}) expects tokens of shape (batch, tokens, {self.dim}), "
                 f"got {tuple(x.shape)}"
             )
         qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        return qkv.unbind(0)  # 3 × (B, H, N, d)
+        return (qkv.contiguous() if contiguous else qkv).unbind(0)  # 3 × (B, H, N, d)
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:
         out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, C)
@@ -189,7 +191,7 @@ class CastlingAttention(MultiHeadTokens):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split_qkv(x)  # (B, H, N, d) each
+        q, k, v = self.split_qkv(x, contiguous=True)  # (B, H, N, d) each
         auxiliary = None
         if self.auxiliary_active:  # skipped at α = 0: nothing to add, and it costs O(N²)
             auxiliary = self.alpha * masked_softmax_attention(q, k, v, self.threshold)

@@ -13,9 +13,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from . import zoo
 from .attention import CastlingAttention, build_attention, set_alpha
 
-ATTENTION_KINDS = ("castling", "linear-angular", "softmax")
+ATTENTION_KINDS = ("castling", "linear-angular", "softmax", *zoo.FEATURE_MAPS, "performer")
 STEMS = ("patch", "conv")
 
 
@@ -32,7 +33,7 @@ class ViTConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: float = 2.0
-    attention: str = "castling"  # one of ATTENTION_KINDS
+    attention: str = "castling"  # one of ATTENTION_KINDS; the zoo's kinds take the same DWConv branch
     form: str = "kernel"  # linear-angular form, see attention.linear_angular_attention
     conv: str | None = "1d"  # DWConv branch of castling attention: "1d", "2d" or None
     threshold: float = 0.02  # ε of the auxiliary branch's mask
@@ -92,7 +93,7 @@ def make_stem(config: ViTConfig) -> nn.Module:
 
 def make_attention(config: ViTConfig) -> nn.Module:
     options = {"castling": dict(form=config.form, conv=config.conv, threshold=config.threshold),
-               "linear-angular": dict(form=config.form), "softmax": {}}[config.attention]
+               "linear-angular": dict(form=config.form), "softmax": {}}.get(config.attention, {"conv": config.conv})
     return build_attention(config.attention, config.dim, config.num_heads, proj_drop=config.dropout, **options)
 
 

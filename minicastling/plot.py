@@ -114,3 +114,17 @@ def plot_confusion(predictions, labels, classes, title: str = "Confusion matrix"
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     return fig
+
+
+def plot_benchmark(results):
+    """The four panels of `python -m minicastling bench`: time and memory, functions and modules."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    plot_scaling(results["functions_fwd_bwd"], "seconds", axes[0, 0], "Attention (B=1, 4 heads), fwd+bwd: time",
+                 crossing=("linear-angular (kernel)", "torch SDPA"))
+    plot_scaling(results["functions_fwd_bwd"], "peak_mib", axes[0, 1], "Attention (B=1, 4 heads), fwd+bwd: peak memory")
+    plot_scaling(results["modules_fwd_bwd"], "seconds", axes[1, 0], "Modules (B=1, C=128), fwd+bwd: time",
+                 crossing=("CastlingAttention, castled", "SoftmaxAttention (twin)"))
+    plot_scaling(results["modules_fwd_bwd"], "peak_mib", axes[1, 1], "Modules (B=1, C=128), fwd+bwd: peak memory")
+    fig.suptitle(results["device"], fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -62,7 +62,40 @@ def test_demo_command_castles_without_change(capsys):
     assert "bit-for-bit unchanged by castling: True" in out
 
 
-def test_bench_command_prints_ratios(capsys):
-    assert cli.main(["bench", "--batch", "1", "--repeats", "1"]) == 0
+def test_bench_command_prints_ratios_and_writes_json_and_plot(capsys, tmp_path):
+    import json
+
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path / "bench.json")]) == 0
     out = capsys.readouterr().out
-    assert out.count("x\n") == 6 and "fwd+bwd @ 1024 tokens" in out and "forward @ 4096 tokens" in out
+    assert "fwd+bwd @ 1024 tokens" in out and "forward @ 4096 tokens" in out
+    assert "castled CastlingAttention vs SoftmaxAttention" in out and "goal >= 1.30x" in out
+    assert "GFLOP/s" in out and "images/s" in out
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["tokens"] for r in results["modules"]} == {64, 256}
+    assert results["memory_4096"]["linear-angular (kernel)"]["vs_explicit"] < 0.5
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_explicit_softmax_is_skipped_where_it_would_not_fit():
+    rows = scaling_sweep({"explicit": ATTENTION_FUNCTIONS["explicit softmax"]}, [64, 128], repeats=1,
+                         memory=False, max_square_bytes=4 * 4 * 64 * 64 * 3)
+    assert rows[0]["seconds"] is not None and rows[1]["seconds"] is None
+
+
+def test_ablate_command_runs_a_variant(tmp_path, capsys):
+    import json
+
+    from minicastling.data import save_npz, stand_in
+
+    save_npz(stand_in(128, 64), tmp_path / "tiny.npz")
+    assert cli.main(["ablate", "--preset", "smoke", "--epochs", "1", "--train-images", "128", "--data",
+                     str(tmp_path / "tiny.npz"),
+                     "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "ablations.json"),
+                     "--variant", "linear-angular only", "--variant", "+ DWConv 1-D + softmax branch (castling)"]) == 0
+    summary = json.loads((tmp_path / "ablations.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == ["linear-angular only", "+ DWConv 1-D + softmax branch (castling)"]
+    assert summary["setup"]["dataset"] == "tiny"
+    castling = summary["rows"][1]
+    assert castling["macs_before_castling"] > castling["macs_after_castling"]
+    assert cli.main(["ablate", "--variant", "nonsense"]) == 1
+    assert "unknown variant" in capsys.readouterr().err
