@@ -1,9 +1,11 @@
-"""Command line: `python -m minicastling train | demo | bench`."""
+"""Command line: `python -m minicastling train | ablate | bench | demo`."""
 
 import argparse
 import sys
 
 import torch
+
+from .model import ATTENTION_KINDS
 
 
 def demo(args) -> None:
@@ -55,6 +57,14 @@ def bench(args) -> None:
         verdict = "" if goal is None else f"(goal >= {goal:.2f}x: {'met' if row['speedup'] >= goal else 'not met'})"
         print(f"  {row['tokens']:>5} tokens: twin {row['twin_ms']:8.2f} ms, castled {row['castled_ms']:8.2f} ms, "
               f"training {row['training_ms']:8.2f} ms -> {row['speedup']:.2f}x {verdict}")
+    print("\nmodules (B=1, C=128), castled vs twin, by token count:")
+    for mode in ("forward", "fwd_bwd"):
+        by = {(r["method"], r["tokens"]): r["seconds"] for r in results[f"modules_{mode}"]}
+        cells = []
+        for n in sorted({r["tokens"] for r in results[f"modules_{mode}"]}):
+            twin, castled = by[("SoftmaxAttention (twin)", n)], by[("CastlingAttention, castled", n)]
+            cells.append(f"{n}: {twin / castled:.2f}x" if twin and castled else f"{n}: -")
+        print(f"  {mode.replace('_', '+'):<8} " + ", ".join(cells))
     memory = results["memory_4096"]
     print("\npeak memory, fwd+bwd, 1 x 4 heads (goal: linear-angular <= 0.1x explicit):")
     for name, entry in memory.items():
@@ -117,8 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="auto", help="auto (CIFAR-10, else the stand-in), cifar10, stand-in or PATH.npz")
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", help="run directory (default runs/PRESET-ATTENTION); an unfinished run there resumes")
-    p.add_argument("--attention", choices=["castling", "linear-angular", "softmax"],
-                   help="castling (default) or the twins trained by the same recipe")
+    p.add_argument("--attention", choices=ATTENTION_KINDS,
+                   help="castling (default), its twins, or a zoo kind, trained by the same recipe")
     p.add_argument("--form", choices=["kernel", "official"], help="linear-angular form (default kernel)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -153,12 +153,15 @@ class CastlingAttention(MultiHeadTokens):
         self.form, self.threshold = form, threshold
         self.conv = make_conv_branch(conv, dim, num_heads, conv_kernel_size)
         self.castled = False
+        # α lives twice: a float for people and checks, and a buffer the forward multiplies by, so
+        # torch.compile sees a changing α as data rather than a constant that forces a recompile
+        self.register_buffer("alpha_weight", torch.zeros(()), persistent=False)
         self.alpha = 0.0
         self.set_alpha(alpha)
 
     @property
     def auxiliary_active(self) -> bool:
-        return not self.castled and self.alpha != 0.0
+        return not self.castled and self.branch_on
 
     def set_alpha(self, alpha: float) -> None:
         """Set the auxiliary branch's weight; the training loop calls this with AlphaSchedule(t)."""
@@ -168,6 +171,8 @@ class CastlingAttention(MultiHeadTokens):
         if self.castled and alpha != 0.0:
             raise RuntimeError("this attention is castled: its auxiliary branch is gone, so alpha must stay 0")
         self.alpha = alpha
+        self.alpha_weight.fill_(alpha)
+        self.branch_on = alpha != 0.0  # a bool that flips once per run: cheap for torch.compile to guard
 
     def castle(self, force: bool = False) -> "CastlingAttention":
         """Remove the auxiliary softmax branch for O(N) inference.
@@ -186,7 +191,7 @@ class CastlingAttention(MultiHeadTokens):
                     "or call castle(force=True) to remove it anyway"
                 )
             warnings.warn(message + " (forced)", RuntimeWarning, stacklevel=2)
-            self.alpha = 0.0
+            self.set_alpha(0.0)
         self.castled = True
         return self
 
@@ -194,7 +199,7 @@ class CastlingAttention(MultiHeadTokens):
         q, k, v = self.split_qkv(x, contiguous=True)  # (B, H, N, d) each
         auxiliary = None
         if self.auxiliary_active:  # skipped at α = 0: nothing to add, and it costs O(N²)
-            auxiliary = self.alpha * masked_softmax_attention(q, k, v, self.threshold)
+            auxiliary = self.alpha_weight * masked_softmax_attention(q, k, v, self.threshold)
         out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)  # (B, H, N, d)
         if self.conv is not None:
             out = out + self.conv(v)

@@ -332,6 +332,7 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
         "efficiency": linear_path_efficiency(tokens=256 if quick else 4096, repeats=repeats, device=device),
         "functions_forward": scaling_sweep(ATTENTION_FUNCTIONS, tokens, repeats=repeats, device=device),
         "functions_fwd_bwd": scaling_sweep(ATTENTION_FUNCTIONS, tokens, backward=True, repeats=repeats, device=device),
+        "modules_forward": module_sweep(tokens, backward=False, repeats=repeats, device=device),
         "modules_fwd_bwd": module_sweep(tokens, repeats=repeats, device=device),
         "models": model_throughput((32, 64) if quick else (32, 64, 128), repeats=repeats, device=device),
     }

@@ -108,3 +108,24 @@ def test_grid_conv_2d_sees_a_square_neighbourhood():
     field = receptive_field(GridConv2d(dim=8, num_heads=2, kernel_size=3), 64, 8, 2, query=20)  # row 2, col 4
     rows_cols = {(i // 8, i % 8) for i in field.nonzero().flatten().tolist()}
     assert rows_cols == {(r, c) for r in (1, 2, 3) for c in (3, 4, 5)}
+
+
+def test_changing_alpha_does_not_recompile_under_torch_compile():
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    module = CastlingAttention(16, 2, alpha=1.0)
+    compiled = torch.compile(module, backend=counting_backend)
+    x = torch.randn(2, 16, 16)
+    for alpha in (1.0, 0.7, 0.3):
+        module.set_alpha(alpha)
+        torch.testing.assert_close(compiled(x), module(x))
+    assert len(graphs) == 1  # α is data, not a constant baked into the graph
+    module.set_alpha(0.0)
+    compiled(x)
+    assert len(graphs) == 2  # switching the branch off is the one change that needs a new graph
+    torch._dynamo.reset()

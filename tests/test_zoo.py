@@ -64,3 +64,4 @@ def test_gradcheck_feature_map_attention():
 def test_unknown_feature_map_is_named():
     with pytest.raises(ValueError, match="unknown feature map 'cosine'"):
         FeatureMapAttention(8, 2, kind="cosine")
+
