@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import tarfile
 import tempfile
 import urllib.error
@@ -133,7 +132,7 @@ def fetch_cifar10_archive(root: Path, url: str | None = None, checksum: str | No
     """The verified archive under root: reused if its MD5 matches, else (re-)downloaded once or twice."""
     url, checksum = url or CIFAR10_URL, checksum or CIFAR10_MD5
     archive = root / CIFAR10_ARCHIVE
-    for attempt in range(2):
+    for _ in range(2):  # a corrupt copy gets one fresh download
         if archive.exists() and md5(archive) == checksum:
             return archive
         if archive.exists():
