@@ -100,46 +100,57 @@ ATTENTION_FUNCTIONS = {
 }
 
 
-def attention_step(fn, q, k, v, backward: bool):
-    """A closure running fn once: forward under no_grad, or forward + backward."""
+def run_once(fn, *inputs, backward: bool = True):
+    """A closure running fn(*inputs) once: forward + backward on fresh leaves, or forward under no_grad."""
     if backward:
-        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        leaves = [t.detach().requires_grad_() for t in inputs]
         return lambda: fn(*leaves).sum().backward()
 
     def forward():
         with torch.no_grad():
-            fn(q, k, v)
+            fn(*inputs)
 
     return forward
 
 
-def scaling_sweep(
-    functions: dict, tokens, batch=1, heads=4, head_dim=32, backward=False, repeats=5,
-    device=torch.device("cpu"), memory=True, give_up_seconds=2.0, progress=None, max_square_bytes=2**31,
-):
-    """Time (and peak memory) of each attention function at each token count.
+def _sweep(contestants: dict, make_inputs, tokens, square_bytes, quadratic=(), backward=False, repeats=5,
+           device=torch.device("cpu"), memory=True, give_up_seconds=2.0, max_square_bytes=2**31):
+    """Time (and peak memory) of each contestant at each token count: rows {method, tokens, seconds, peak_mib}.
 
-    Returns rows {method, tokens, seconds, peak_mib}. Once a method takes over
-    `give_up_seconds` per call, its larger token counts are skipped (seconds None); so is explicit
-    softmax wherever its (B, H, N, N) matrices would pass `max_square_bytes`.
+    A contestant is skipped (seconds None) at the counts after one call took over `give_up_seconds`,
+    and, if named in `quadratic`, wherever its N×N matrices (square_bytes(n)) would pass max_square_bytes.
     """
     rows, slow = [], set()
     for n in tokens:
-        q, k, v = (torch.randn(batch, heads, n, head_dim, device=device) for _ in range(3))
-        for name, fn in functions.items():
-            too_big = fn is explicit_softmax and 4 * batch * heads * n * n * 3 > max_square_bytes
-            if name in slow or too_big:
+        inputs = make_inputs(n)
+        for name, fn in contestants.items():
+            if name in slow or (name in quadratic and square_bytes(n) > max_square_bytes):
                 rows.append({"method": name, "tokens": n, "seconds": None, "peak_mib": None})
                 continue
-            step = attention_step(fn, q, k, v, backward)
-            seconds = median_time(step, repeats=repeats, warmup=1, device=device)
-            peak = peak_memory(step, device) / 2**20 if memory else None
+            call = run_once(fn, *inputs, backward=backward)
+            seconds = median_time(call, repeats, 1, device)
+            peak = peak_memory(call, device) / 2**20 if memory else None
             rows.append({"method": name, "tokens": n, "seconds": seconds, "peak_mib": peak})
             if seconds > give_up_seconds:
                 slow.add(name)
-            if progress is not None:
-                progress.update(1)
     return rows
+
+
+def scaling_sweep(functions: dict, tokens, batch=1, heads=4, head_dim=32, backward=False, repeats=5,
+                  device=torch.device("cpu"), memory=True, give_up_seconds=2.0, max_square_bytes=2**31):
+    """Time (and peak memory) of attention functions f(q, k, v) at each token count.
+
+    Returns rows {method, tokens, seconds, peak_mib}. Once a method takes over `give_up_seconds`
+    per call, its larger token counts are skipped (seconds None); so is explicit softmax wherever
+    its (B, H, N, N) matrices would pass `max_square_bytes`.
+    """
+    return _sweep(
+        functions, lambda n: [torch.randn(batch, heads, n, head_dim, device=device) for _ in range(3)], tokens,
+        square_bytes=lambda n: 4 * batch * heads * n * n * 3,
+        quadratic={name for name, fn in functions.items() if fn is explicit_softmax},
+        backward=backward, repeats=repeats, device=device, memory=memory, give_up_seconds=give_up_seconds,
+        max_square_bytes=max_square_bytes,
+    )
 
 
 def crossover(rows, fast: str, slow: str, metric: str = "seconds"):
@@ -167,26 +178,13 @@ def sdpa_ratios(batch=8, heads=4, head_dim=32, repeats=10, device=torch.device("
         setting = f"{'fwd+bwd' if backward else 'forward'} @ {tokens} tokens"
         q, k, v = (torch.randn(batch, heads, tokens, head_dim, device=device) for _ in range(3))
         times = {
-            name: median_time(attention_step(ATTENTION_FUNCTIONS[name], q, k, v, backward), repeats, 2, device)
+            name: median_time(run_once(ATTENTION_FUNCTIONS[name], q, k, v, backward=backward), repeats, 2, device)
             for name in ("torch SDPA", "linear-angular (official)", "linear-angular (kernel)")
         }
         for name, seconds in times.items():
             rows.append({"setting": setting, "method": name, "ms": 1e3 * seconds,
                          "speedup_vs_sdpa": times["torch SDPA"] / seconds})
     return rows
-
-
-def module_step(module, x, backward: bool = True):
-    """A closure running a token module once, forward + backward (or forward under no_grad)."""
-    if backward:
-        leaf = x.detach().requires_grad_()
-        return lambda: module(leaf).sum().backward()
-
-    def forward():
-        with torch.no_grad():
-            module(x)
-
-    return forward
 
 
 def castled_module(dim: int, heads: int, **options):
@@ -214,7 +212,7 @@ def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, repeats=15,
         times = {}
         for _ in range(2):  # interleave the contestants, keep each one's best median
             for name, module in (("twin", twin), ("castled", castled), ("training", training)):
-                t = median_time(module_step(module, x), repeats, 3, device)
+                t = median_time(run_once(module, x), repeats, 3, device)
                 times[name] = min(t, times.get(name, float("inf")))
         rows.append({"tokens": n, "twin_ms": 1e3 * times["twin"], "castled_ms": 1e3 * times["castled"],
                      "training_ms": 1e3 * times["training"], "speedup": times["twin"] / times["castled"]})
@@ -237,7 +235,7 @@ def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=1
     written once each, the least any implementation must move.
     """
     q, k, v = (torch.randn(batch, heads, tokens, head_dim, device=device) for _ in range(3))
-    seconds = median_time(attention_step(linear_kernel, q, k, v, backward=False), repeats, 2, device)
+    seconds = median_time(run_once(linear_kernel, q, k, v, backward=False), repeats, 2, device)
     flops = 4 * batch * heads * tokens * head_dim**2
     moved = 4 * q.numel() * 4
     return {"ms": 1e3 * seconds, "gflops": flops / seconds / 1e9, "gbs": moved / seconds / 1e9,
@@ -247,7 +245,7 @@ def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=1
 def memory_ratio(tokens=4096, heads=4, head_dim=32, device=torch.device("cpu")):
     """Peak memory of fwd+bwd at `tokens`: linear-angular (kernel) and SDPA against explicit softmax."""
     q, k, v = (torch.randn(1, heads, tokens, head_dim, device=device) for _ in range(3))
-    peaks = {name: peak_memory(attention_step(ATTENTION_FUNCTIONS[name], q, k, v, backward=True), device)
+    peaks = {name: peak_memory(run_once(ATTENTION_FUNCTIONS[name], q, k, v), device)
              for name in ("explicit softmax", "torch SDPA", "linear-angular (kernel)")}
     return {name: {"mib": peak / 2**20, "vs_explicit": peak / peaks["explicit softmax"]} for name, peak in peaks.items()}
 
@@ -265,26 +263,17 @@ def module_sweep(tokens, batch=1, dim=128, heads=4, backward=True, repeats=5, de
     modules = {"SoftmaxAttention (twin)": SoftmaxAttention(dim, heads).to(device),
                "CastlingAttention, castled": castled_module(dim, heads).to(device),
                "CastlingAttention, training (α=1)": CastlingAttention(dim, heads, alpha=1.0).to(device)}
-    rows, slow = [], set()
-    for n in tokens:
-        x = torch.randn(batch, n, dim, device=device)
-        for name, module in modules.items():
-            quadratic = "training" in name and 4 * batch * heads * n * n * 3 > max_square_bytes
-            if name in slow or quadratic:
-                rows.append({"method": name, "tokens": n, "seconds": None, "peak_mib": None})
-                continue
-            step = module_step(module, x, backward)
-            seconds = median_time(step, repeats, 1, device)
-            rows.append({"method": name, "tokens": n, "seconds": seconds, "peak_mib": peak_memory(step, device) / 2**20})
-            if seconds > give_up_seconds:
-                slow.add(name)
-    return rows
+    return _sweep(
+        modules, lambda n: [torch.randn(batch, n, dim, device=device)], tokens,
+        square_bytes=lambda n: 4 * batch * heads * n * n * 3, quadratic={"CastlingAttention, training (α=1)"},
+        backward=backward, repeats=repeats, device=device, give_up_seconds=give_up_seconds,
+        max_square_bytes=max_square_bytes,
+    )
 
 
 def model_throughput(image_sizes=(32, 64, 128), preset="smoke", batch=32, repeats=5, device=torch.device("cpu")):
     """Images/s of the castling ViT (training with α=1; castled for inference) against its softmax twin."""
-    from .attention import set_alpha
-    from .model import ViT, castle, get_config
+    from .model import ViT, castled_copy, get_config
 
     rows = []
     for size in image_sizes:
@@ -292,9 +281,7 @@ def model_throughput(image_sizes=(32, 64, 128), preset="smoke", batch=32, repeat
         torch.manual_seed(0)
         twin = ViT(config.replace(attention="softmax")).to(device)
         castling = ViT(config).to(device)  # α = 1: the training-time model
-        castled = ViT(config).to(device)
-        set_alpha(castled, 0.0)
-        castle(castled)
+        castled = castled_copy(castling)
         images = torch.randn(batch, 3, size, size, device=device)
 
         def train_step(model):

@@ -227,12 +227,13 @@ def macs_by_variant(config: ViTConfig) -> dict:
     twin = ViT(config.replace(attention="softmax"))
     training = ViT(config.replace(attention="castling"))
     set_alpha(training, 1.0)
-    castled = _castled_copy(training)
+    castled = castled_copy(training)
     return {"softmax twin": count_macs(twin), "castling (training)": count_macs(training),
             "castled (inference)": count_macs(castled)}
 
 
-def _castled_copy(model: nn.Module) -> nn.Module:
+def castled_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` with α set to 0 and every castling attention castled: the inference model."""
     castled = copy.deepcopy(model)
     set_alpha(castled, 0.0)
     return castle(castled)
