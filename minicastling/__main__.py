@@ -32,7 +32,6 @@ def demo(args) -> None:
 
 def bench(args) -> None:
     """Attention and model speed and memory, measured in one run; ratios against SDPA and the twin."""
-    import json
     from pathlib import Path
 
     import matplotlib
@@ -41,7 +40,7 @@ def bench(args) -> None:
     from .bench import full_benchmark
     from .plot import plot_benchmark
     from .runtime import describe, pick_device
-    from .train import atomic_write
+    from .files import save_json
 
     device = pick_device(args.device)
     print(describe(device))
@@ -78,7 +77,7 @@ def bench(args) -> None:
               f"({row['train ratio']:.2f}x); inference twin {row['twin inference img/s']:7.1f}, castled "
               f"{row['castled inference img/s']:7.1f} ({row['inference ratio']:.2f}x)")
     out = Path(args.out)
-    atomic_write(out, lambda f: f.write(json.dumps(results, indent=2).encode()))
+    save_json(out, results)
     figure = plot_benchmark(results)
     figure.savefig(out.with_suffix(".png"), dpi=110)
     print(f"\nwrote {out} and {out.with_suffix('.png')}")

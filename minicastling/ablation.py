@@ -6,15 +6,15 @@ and the hardware. `python -m minicastling ablate` runs them; tutorial 07 plots t
 """
 
 import dataclasses
-import json
 import platform
 from pathlib import Path
 
 import torch
 
 from .data import load_dataset
+from .files import save_json
 from .runtime import describe, pick_device
-from .train import atomic_write, get_recipe, train
+from .train import get_recipe, train
 
 VARIANTS = {
     "softmax twin": dict(attention="softmax"),
@@ -49,7 +49,7 @@ def run_ablations(preset="cpu", epochs=3, train_images=4000, data="auto", out="r
     summary = {"setup": {"dataset": dataset.name, "preset": preset, "epochs": epochs, "train_images": train_images,
                          "device": describe(pick_device(device)), "torch": torch.__version__,
                          "machine": platform.machine()}, "rows": rows}
-    atomic_write(Path(results), lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    save_json(Path(results), summary)
     print_table(summary)
     return summary
 

@@ -10,7 +10,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from .files import atomic_write, shown
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -93,15 +94,6 @@ def data_dir() -> Path:
     return clone if clone.is_dir() else Path.home() / ".cache" / "minicastling"
 
 
-def shown(path: Path) -> str:
-    """A path as a person reads it: relative to the working directory when near, else with ~."""
-    relative = os.path.relpath(path)
-    if not relative.startswith(os.path.join("..", "..")):
-        return relative
-    home = str(Path.home())
-    return str(path).replace(home, "~", 1) if str(path).startswith(home) else str(path)
-
-
 def md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -112,20 +104,15 @@ def md5(path: Path) -> str:
 
 def download(url: str, target: Path, progress: bool = True) -> None:
     """Fetch url to target through a temporary file, so a broken transfer never looks complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        tmp.write(chunk)
-                        bar.update(len(chunk))
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, target)
+    def stream(file):
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    file.write(chunk)
+                    bar.update(len(chunk))
+
+    atomic_write(target, stream)
 
 
 def fetch_cifar10_archive(root: Path, url: str | None = None, checksum: str | None = None, progress: bool = True) -> Path:
@@ -191,10 +178,8 @@ def load_cifar10(root: Path | None = None, progress: bool = True, **fetch_option
 
 def save_npz(dataset: ImageDataset, path: Path) -> None:
     """Write x_train, y_train, x_test, y_test atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.part", delete=False) as tmp:
-        np.savez(tmp, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test, y_test=dataset.y_test)
-    os.replace(tmp.name, path)
+    atomic_write(path, lambda f: np.savez(f, x_train=dataset.x_train, y_train=dataset.y_train,
+                                          x_test=dataset.x_test, y_test=dataset.y_test))
 
 
 def load_npz(path, name: str | None = None, classes: tuple = ()) -> ImageDataset:

@@ -10,8 +10,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attention import set_alpha
-from .data import DeviceData, ImageDataset, load_dataset, shown
+from .data import DeviceData, ImageDataset, load_dataset
+from .files import atomic_write, save_json, shown
 from .model import ViT, castle, count_macs, count_parameters, get_config, mask_density
 from .runtime import describe, pick_device, seed_everything
 from .schedule import AlphaSchedule
@@ -69,23 +68,6 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: 
     if step < warmup:
         return recipe.lr * (step + 1) / warmup
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(file) into a temporary file beside path, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False) as tmp:
-        try:
-            write(tmp)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
-
-
-def save_json(path: Path, value) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode()))
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ import torch
 
 from minicastling.__main__ import main
 from minicastling.data import stand_in
-from minicastling.train import atomic_write, get_recipe, learning_rate, train
+from minicastling.files import atomic_write
+from minicastling.train import get_recipe, learning_rate, train
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,33 @@
+"""Writing files so that nothing is lost: atomic writes, and paths as a person reads them."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, write) -> None:
+    """write(file) into a temporary file beside path, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False) as tmp:
+        try:
+            write(tmp)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+
+
+def save_json(path: Path, value) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode()))
+
+
+def shown(path: Path) -> str:
+    """A path as a person reads it: relative to the working directory when near, else with ~."""
+    relative = os.path.relpath(path)
+    if not relative.startswith(os.path.join("..", "..")):
+        return relative
+    home = str(Path.home())
+    return str(path).replace(home, "~", 1) if str(path).startswith(home) else str(path)
