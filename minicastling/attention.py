@@ -156,7 +156,6 @@ class CastlingAttention(MultiHeadTokens):
         # α lives twice: a float for people and checks, and a buffer the forward multiplies by, so
         # torch.compile sees a changing α as data rather than a constant that forces a recompile
         self.register_buffer("alpha_weight", torch.zeros(()), persistent=False)
-        self.alpha = 0.0
         self.set_alpha(alpha)
 
     @property

@@ -252,10 +252,10 @@ class DeviceData:
     def __init__(self, images: np.ndarray, labels: np.ndarray, device, mean=None, std=None):
         self.images = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels).to(device)
-        pixels = self.images.float() / 255
-        self.mean = pixels.mean(dim=(0, 2, 3)) if mean is None else mean  # (C,)
-        self.std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3) if std is None else std
-        del pixels
+        if mean is None or std is None:  # a test split reuses the training split's statistics
+            pixels = self.images.float() / 255
+            mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)  # (C,)
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.labels)

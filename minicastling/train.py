@@ -89,8 +89,9 @@ def _autocast(device: torch.device):
 
 def _decay_groups(model, weight_decay: float):
     """Weight decay on matrices and conv kernels only, not on norms, biases or positions."""
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not model.pos]
-    rest = [p for p in model.parameters() if not (p.dim() >= 2 and p is not model.pos)]
+    decay, rest = [], []
+    for p in model.parameters():
+        (decay if p.dim() >= 2 and p is not model.pos else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
@@ -165,11 +166,12 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
             optimizer.step()
             loss_sum += loss.detach()
             correct += (logits.argmax(-1) == labels).sum()
-        set_alpha(model, schedule((epoch + 1) / recipe.epochs))
+        alpha = schedule((epoch + 1) / recipe.epochs)
+        set_alpha(model, alpha)
         seen = steps_per_epoch * recipe.batch_size
         history.append({"epoch": epoch + 1, "train_loss": loss_sum.item() / steps_per_epoch,
                         "train_acc": 100.0 * correct.item() / seen, "test_acc": evaluate(model, test_data),
-                        "alpha_end_of_epoch": schedule((epoch + 1) / recipe.epochs),
+                        "alpha_end_of_epoch": alpha,
                         "mask_density": mask_density(model, probe) if castling else None,
                         "lr_end_of_epoch": optimizer.param_groups[0]["lr"],
                         "seconds": time.perf_counter() - epoch_start})

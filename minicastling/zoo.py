@@ -69,6 +69,7 @@ class PerformerFeatures(nn.Module):
 
 
 FEATURE_MAPS = {"relu": relu_features, "elu": elu_features, "flatten": focused_features}
+KINDS = (*FEATURE_MAPS, "performer")  # the zoo's attention kinds; Performer's map is a module
 
 
 def linear_attention(q, k, v, feature_map, eps: float = 1e-6) -> torch.Tensor:
@@ -94,8 +95,8 @@ class FeatureMapAttention(MultiHeadTokens):
     def __init__(self, dim: int, num_heads: int = 4, *, kind: str = "relu", conv: str | None = None,
                  qkv_bias: bool = False, proj_drop: float = 0.0):
         super().__init__(dim, num_heads, qkv_bias, proj_drop)
-        if kind not in (*FEATURE_MAPS, "performer"):
-            raise ValueError(f"unknown feature map {kind!r}; use one of {sorted((*FEATURE_MAPS, 'performer'))}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown feature map {kind!r}; use one of {sorted(KINDS)}")
         self.kind = kind
         self.features = PerformerFeatures(dim // num_heads) if kind == "performer" else FEATURE_MAPS[kind]
         self.conv = make_conv_branch(conv, dim, num_heads)
@@ -112,7 +113,7 @@ class FeatureMapAttention(MultiHeadTokens):
 
 
 def _register() -> None:
-    for kind in (*FEATURE_MAPS, "performer"):
+    for kind in KINDS:
         ATTENTIONS.setdefault(kind, lambda dim, heads, _kind=kind, **options: FeatureMapAttention(
             dim, heads, kind=_kind, **options))
 
