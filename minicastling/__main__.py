@@ -37,7 +37,7 @@ def bench(args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .bench import full_benchmark
+    from .bench import full_benchmark, speedups
     from .plot import plot_benchmark
     from .runtime import describe, pick_device
     from .files import save_json
@@ -58,12 +58,8 @@ def bench(args) -> None:
               f"training {row['training_ms']:8.2f} ms -> {row['speedup']:.2f}x {verdict}")
     print("\nmodules (B=1, C=128), castled vs twin, by token count:")
     for mode in ("forward", "fwd_bwd"):
-        by = {(r["method"], r["tokens"]): r["seconds"] for r in results[f"modules_{mode}"]}
-        cells = []
-        for n in sorted({r["tokens"] for r in results[f"modules_{mode}"]}):
-            twin, castled = by[("SoftmaxAttention (twin)", n)], by[("CastlingAttention, castled", n)]
-            cells.append(f"{n}: {twin / castled:.2f}x" if twin and castled else f"{n}: -")
-        print(f"  {mode.replace('_', '+'):<8} " + ", ".join(cells))
+        ratios = speedups(results[f"modules_{mode}"], "CastlingAttention, castled", "SoftmaxAttention (twin)")
+        print(f"  {mode.replace('_', '+'):<8} " + ", ".join(f"{n}: {r:.2f}x" for n, r in ratios.items()))
     memory = results["memory_4096"]
     print("\npeak memory, fwd+bwd, 1 x 4 heads (goal: linear-angular <= 0.1x explicit):")
     for name, entry in memory.items():

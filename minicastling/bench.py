@@ -153,6 +153,13 @@ def scaling_sweep(functions: dict, tokens, batch=1, heads=4, head_dim=32, backwa
     )
 
 
+def speedups(rows, method: str, peer: str, metric: str = "seconds") -> dict:
+    """{tokens: peer / method} wherever both were measured (a skipped size has metric None)."""
+    by = {(r["method"], r["tokens"]): r[metric] for r in rows}
+    counts = sorted({r["tokens"] for r in rows})
+    return {n: by[(peer, n)] / by[(method, n)] for n in counts if by.get((peer, n)) and by.get((method, n))}
+
+
 def crossover(rows, fast: str, slow: str, metric: str = "seconds"):
     """The smallest token count from which `fast` beats `slow` at every larger count, or None."""
     by = {(r["method"], r["tokens"]): r[metric] for r in rows}

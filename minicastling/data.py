@@ -285,12 +285,21 @@ class DeviceData:
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None, padding: int = 4,
                      flip: bool = True) -> torch.Tensor:
     """Random crop after zero padding, and a random horizontal flip, on the whole batch at once."""
-    b, c, h, w = images.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(images.device)
+    b = images.shape[0]
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).T.to(images.device)  # (B, 2)
     flips = (torch.rand(b, generator=generator) < 0.5).to(images.device) & flip
+    return crop_flip(images, offsets, flips, padding)
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+    """Pad by `padding` zeros, crop each image at its (row, col) offset, flip those marked.
+
+    images (B, C, H, W); offsets (B, 2) in [0, 2·padding]; flips (B,) bool. One gather, no loop.
+    """
+    b, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)  # (B, C, H + 2p, W + 2p)
-    rows = offsets[0][:, None] + torch.arange(h, device=images.device)  # (B, H)
-    cols = offsets[1][:, None] + torch.arange(w, device=images.device)  # (B, W)
+    rows = offsets[:, 0, None] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[:, 1, None] + torch.arange(w, device=images.device)  # (B, W)
     cols = torch.where(flips[:, None], cols.flip(1), cols)
     batch_index = torch.arange(b, device=images.device)[:, None, None]
     crops = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)

@@ -24,6 +24,22 @@ def save_json(path: Path, value) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode()))
 
 
+def committed_result(name: str) -> dict:
+    """A results file shipped with the package (minicastling/results/NAME.json), e.g. "bench".
+
+    Measured by `python -m minicastling bench` / `ablate` on the machine each file names; shipped so
+    that tutorial 07 can read them in a clone, from a wheel and on Colab alike.
+    """
+    from importlib import resources
+
+    resource = resources.files("minicastling").joinpath("results", f"{name}.json")
+    if not resource.is_file():
+        available = sorted(p.name[:-5] for p in resources.files("minicastling").joinpath("results").iterdir()
+                           if p.name.endswith(".json"))
+        raise FileNotFoundError(f"no committed result {name!r}; the package ships {available}")
+    return json.loads(resource.read_text())
+
+
 def shown(path: Path) -> str:
     """A path as a person reads it: relative to the working directory when near, else with ~."""
     relative = os.path.relpath(path)

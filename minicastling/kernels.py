@@ -52,6 +52,14 @@ def angular_similarity(q: torch.Tensor, k: torch.Tensor, order: int | None = Non
     x = cosine(q, k)  # (…, N, M)
     if order is None:
         return 1.0 - torch.arccos(x) / math.pi
+    return 1.0 - truncated_arccos(x, order) / math.pi
+
+
+def truncated_arccos(x: torch.Tensor, order: int) -> torch.Tensor:
+    """π/2 − Σ_{m≤order} c_m x^(2m+1): arccos's series cut after the x^(2·order+1) term (Eq. 4).
+
+    order=0 gives π/2 − x, the linear term that linear-angular attention keeps (tutorial 03).
+    """
     if not isinstance(order, int) or isinstance(order, bool) or order < 0:
         raise ValueError(f"order must be None (exact kernel) or an int >= 0, got {order!r}")
     c = arccos_taylor_coefficients(order + 1).tolist()
@@ -60,7 +68,7 @@ def angular_similarity(q: torch.Tensor, k: torch.Tensor, order: int | None = Non
     for c_m in c[1:]:
         power = power * x_squared  # x^(2m+1)
         series = series + c_m * power
-    return 0.5 + series / math.pi
+    return math.pi / 2 - series
 
 
 def polynomial_features(x_hat: torch.Tensor, power: int) -> torch.Tensor:

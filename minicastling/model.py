@@ -203,23 +203,30 @@ def _count_cpu_sdpa() -> None:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, image_size: int | None = None) -> int:
-    """Multiply–accumulates of one image's forward pass, from torch.utils.flop_counter.
+def macs(module: nn.Module, *inputs) -> int:
+    """Multiply–accumulates of module(*inputs), from torch.utils.flop_counter.
 
     Counts matmuls and convolutions (attention's N×N products included), not elementwise work.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     _count_cpu_sdpa()
+    was_training = module.training
+    module.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            module(*inputs)
+    finally:
+        module.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def count_macs(model: nn.Module, image_size: int | None = None) -> int:
+    """MACs of one image's forward pass through a ViT (at its own or another image size)."""
     config = model.config
     size = image_size or config.image_size
     images = torch.zeros(1, config.channels, size, size, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(images)
-    model.train(was_training)
-    return counter.get_total_flops() // 2
+    return macs(model, images)
 
 
 def macs_by_variant(config: ViTConfig) -> dict:
