@@ -1,7 +1,8 @@
-"""Command line: `python -m minicastling train | ablate | bench | demo`."""
+"""Command line: `python -m minicastling train | ablate | bench | demo | assignments | doctor`."""
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -32,8 +33,6 @@ def demo(args) -> None:
 
 def bench(args) -> None:
     """Attention and model speed and memory, measured in one run; ratios against SDPA and the twin."""
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,6 +113,29 @@ def ablate(args) -> int:
     return 0
 
 
+def assignments(args) -> int:
+    """Student copies of the tutorials, each solution replaced by a stub with a hint."""
+    from .assignments import write_assignments
+    from .files import shown
+
+    try:
+        written = write_assignments(args.tutorials, args.out)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} student notebooks to {shown(args.out)}:")
+    for path in written:
+        print(f"  {path.name}")
+    print("Each exercise is a stub that raises NotImplementedError with a hint; its check cell grades it.")
+    return 0
+
+
+def doctor(args) -> None:
+    from .doctor import doctor as report
+
+    report()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minicastling", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +179,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes: seconds, for a smoke test")
     p.add_argument("--out", default="results/bench.json", help="JSON results; the plot goes beside it as .png")
     p.set_defaults(run=bench)
+    p = commands.add_parser("assignments", help="write student copies of the tutorials (solutions become stubs)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the student notebooks")
+    p.add_argument("--tutorials", default=Path("tutorials"), type=Path, help="folder with the tutorials (default tutorials)")
+    p.set_defaults(run=assignments)
+    p = commands.add_parser("doctor", help="versions, device, budget mode and data cache: paste it into a bug report")
+    p.set_defaults(run=doctor)
     args = parser.parse_args(argv)
     return args.run(args) or 0
 
