@@ -531,8 +531,12 @@ def castle_model(fn) -> None:
     try:
         call(ex, fn, {"model": model})
     except CheckFailed as failure:
-        if "RuntimeError" not in str(failure):
+        said = str(failure)
+        if "is not written yet" in said:
             raise
+        if "raised RuntimeError" not in said:
+            raise CheckFailed(f"{ex.label}: with the last layer's alpha at 0.25 your function should raise "
+                              f"RuntimeError, but {said.split(': ', 1)[1]}") from None
     else:
         raise CheckFailed(f"{ex.label}: the last of {len(layers)} layers still has alpha = 0.25, so castling would change "
                           "the model, but your function did not raise RuntimeError.")

@@ -275,3 +275,9 @@ def test_setup_cells_are_identical_and_install_only_when_missing():
         assert "pip" in boot and "MINICASTLING_SOURCE" in boot and "mc.setup(" in setup
         boots.add(boot)
     assert len(boots) == 1, "every tutorial must start with the same setup lines"
+
+
+def test_castle_model_asks_for_a_runtime_error():
+    text = verdict("castle_model", "def castle_model(model):\n    raise ValueError('alpha is not 0')",
+                   SOLUTIONS["castle_model"][0])
+    assert "should raise RuntimeError, but your function raised ValueError: alpha is not 0" in text
