@@ -53,9 +53,7 @@ def solution_function(source: str) -> ast.FunctionDef:
 def stub(source: str) -> str:
     """The solution's imports, signature and docstring, then a NotImplementedError carrying the hint."""
     function = solution_function(source)
-    lines = source.splitlines()
-    docstring_end = function.body[0].end_lineno  # the docstring is the body's first statement
-    kept = lines[: function.lineno - 1] + lines[function.lineno - 1: docstring_end]
+    kept = source.splitlines()[: function.body[0].end_lineno]  # imports, signature, docstring (the body's first statement)
     exercise = EXERCISES[function.name]
     hint = f"{exercise.label}: write {function.name}. Hint: {exercise.hint}"
     indent = " " * function.body[0].col_offset

@@ -39,11 +39,19 @@ EXERCISES: dict[str, Exercise] = {}  # by the name of the function the student w
 
 
 def exercise(tutorial: str, number: int, hint: str):
-    """Register a checker under its own name, which is also the name of the function it checks."""
+    """Register a checker under its own name, which is also the name of the function it checks.
+
+    The checker is written as checker(ex, fn) and called as check.NAME(fn): ex is its Exercise.
+    """
     def register(checker):
-        EXERCISES[checker.__name__] = Exercise(tutorial, number, checker.__name__, hint)
-        checker.exercise = EXERCISES[checker.__name__]
-        return checker
+        entry = Exercise(tutorial, number, checker.__name__, hint)
+        EXERCISES[entry.name] = entry
+
+        def run(fn) -> None:
+            checker(entry, fn)
+
+        run.__name__, run.__qualname__, run.__doc__ = checker.__name__, checker.__qualname__, checker.__doc__
+        return run
     return register
 
 
@@ -228,6 +236,11 @@ def _randn(*shape, generator, scale=1.0):
     return torch.randn(*shape, generator=generator) * scale
 
 
+def _qk_cases(seed: int, scale: float = 1.0) -> list:
+    """The q, k of _qkv_cases, for exercises on attention weights rather than outputs."""
+    return [{"q": case["q"], "k": case["k"]} for case in _qkv_cases(seed, scale)]
+
+
 def _qkv_cases(seed: int, scale: float = 1.0, cross: bool = True) -> list:
     """Random q, k, v with batch and head axes, without them, and with more keys than queries."""
     g = torch.Generator().manual_seed(seed)
@@ -247,11 +260,10 @@ def _qkv_cases(seed: int, scale: float = 1.0, cross: bool = True) -> list:
 
 @exercise("01", 1, "weights = softmax(q @ kᵀ / √d) over the last axis (the keys), with d = q.shape[-1]; "
                    "then return weights @ v. Use k.transpose(-2, -1) so any leading axes work.")
-def softmax_attention(fn) -> None:
+def softmax_attention(ex: Exercise, fn) -> None:
     """softmax(QKᵀ/√d)V for any leading axes, values and gradients (Eq. 1)."""
     from .attention import quadratic_attention
 
-    ex = EXERCISES["softmax_attention"]
     compare(ex, fn, lambda q, k, v: quadratic_attention(q, k, v, "softmax"), _qkv_cases(1, scale=2.0), ("q", "k", "v"))
     passed(ex, "4 random cases (with and without batch axes, more keys than queries) match "
                "minicastling.quadratic_attention in values and gradients.")
@@ -264,12 +276,11 @@ def gaussian_kernel(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 @exercise("01", 2, "w = kernel(q, k) has shape (…, N, M); divide each row by its sum over the keys "
                    "(keepdim=True, so it broadcasts), then return w @ v.")
-def kernel_smoothing(fn) -> None:
+def kernel_smoothing(ex: Exercise, fn) -> None:
     """Nadaraya–Watson with any kernel: o_i = Σ_j κ(q_i, k_j) v_j / Σ_j κ(q_i, k_j)."""
     from .attention import quadratic_attention
     from .kernels import angular_similarity, softmax_similarity
 
-    ex = EXERCISES["kernel_smoothing"]
     cases = [dict(case, kernel=kernel) for case, kernel in
              zip(_qkv_cases(2, cross=True), (softmax_similarity, angular_similarity, gaussian_kernel, softmax_similarity))]
     compare(ex, fn, lambda q, k, v, kernel: quadratic_attention(q, k, v, kernel), cases, ("q", "k", "v"))
@@ -279,17 +290,17 @@ def kernel_smoothing(fn) -> None:
 
 @exercise("01", 3, "−Σ p·log p over the last axis. Where p = 0 the term is 0 (its limit), but log(0) = −inf "
                    "and 0 · (−inf) = nan: use torch.where(p > 0, …, 0) or torch.special.entr.")
-def row_entropy(fn) -> None:
+def row_entropy(ex: Exercise, fn) -> None:
     """The entropy of each row of attention weights, rows with exact zeros included."""
-    ex = EXERCISES["row_entropy"]
     g = torch.Generator().manual_seed(3)
     dense = torch.softmax(_randn(2, 3, 5, 7, generator=g, scale=2.0), dim=-1)
     sparse = torch.softmax(_randn(4, 6, generator=g), dim=-1) * (torch.rand(4, 6, generator=g) > 0.5)
     sparse[:, 0] += 1e-3  # no row all zeros
     sparse = sparse / sparse.sum(-1, keepdim=True)
     one_hot = torch.eye(5)
-    compare(ex, fn, lambda weights: torch.special.entr(weights).sum(-1), [{"weights": dense}], ("weights",))
-    compare(ex, fn, lambda weights: torch.special.entr(weights).sum(-1), [{"weights": sparse}, {"weights": one_hot}])
+    reference = lambda weights: torch.special.entr(weights).sum(-1)  # noqa: E731
+    compare(ex, fn, reference, [{"weights": dense}], ("weights",))
+    compare(ex, fn, reference, [{"weights": sparse}, {"weights": one_hot}])
     passed(ex, "dense rows (values and gradients), rows with zeros and one-hot rows (entropy 0) all match.")
 
 
@@ -298,16 +309,12 @@ def row_entropy(fn) -> None:
 
 @exercise("02", 1, "normalise q and k to unit length along the last axis (F.normalize), take q̂ @ k̂ᵀ, "
                    "clamp it to [−1, 1] (rounding can push it past 1), then torch.arccos.")
-def spectral_angle(fn) -> None:
+def spectral_angle(ex: Exercise, fn) -> None:
     """θ_ij = arccos(q̂_i · k̂_j) ∈ [0, π] for every pair, safe for zero and parallel vectors (Eq. 3)."""
     from .kernels import angular_similarity
 
-    ex = EXERCISES["spectral_angle"]
     reference = lambda q, k: math.pi * (1.0 - angular_similarity(q, k))  # noqa: E731
-    cases = _qkv_cases(4)
-    for case in cases:
-        case.pop("v")
-    compare(ex, fn, reference, cases, ("q", "k"))
+    compare(ex, fn, reference, _qk_cases(4), ("q", "k"))
     g = torch.Generator().manual_seed(5)
     q = _randn(3, 4, generator=g)
     awkward = torch.cat([q, 2.5 * q, -q, torch.zeros(1, 4)])  # parallel, opposite and zero vectors
@@ -318,11 +325,10 @@ def spectral_angle(fn) -> None:
 
 @exercise("02", 2, "signs: sq = (q @ normals.T > 0) has shape (…, N, P), sk likewise (…, M, P). Compare every "
                    "pair with broadcasting, sq[..., :, None, :] == sk[..., None, :, :], and average over P.")
-def hyperplane_agreement(fn) -> None:
+def hyperplane_agreement(ex: Exercise, fn) -> None:
     """The share of random hyperplanes that put q_i and k_j on the same side: ≈ 1 − θ/π."""
     from .kernels import angular_similarity
 
-    ex = EXERCISES["hyperplane_agreement"]
     g = torch.Generator().manual_seed(6)
     planes = 8000
     for q_shape, k_shape in [((5, 4), (6, 4)), ((2, 3, 4, 3), (2, 3, 2, 3))]:
@@ -343,15 +349,11 @@ def hyperplane_agreement(fn) -> None:
 
 @exercise("02", 3, "sim = 1 − θ/π for every pair (minicastling.angular_similarity(q, k)); divide each row by "
                    "its sum over the keys.")
-def angular_weights(fn) -> None:
+def angular_weights(ex: Exercise, fn) -> None:
     """Row-normalised angular kernel: the attention weights linear-angular attention approximates."""
     from .attention import attention_weights
 
-    ex = EXERCISES["angular_weights"]
-    cases = _qkv_cases(7)
-    for case in cases:
-        case.pop("v")
-    compare(ex, fn, lambda q, k: attention_weights(q, k, "angular"), cases, ("q", "k"))
+    compare(ex, fn, lambda q, k: attention_weights(q, k, "angular"), _qk_cases(7), ("q", "k"))
     passed(ex, "4 random cases match attention_weights(q, k, 'angular') in values and gradients.")
 
 
@@ -360,11 +362,10 @@ def angular_weights(fn) -> None:
 
 @exercise("03", 1, "c = minicastling.arccos_taylor_coefficients(order + 1) gives c_0 … c_order; return "
                    "π/2 − Σ_m c_m · x^(2m+1). Convert each c_m with float(c[m]) so x keeps its dtype.")
-def arccos_series(fn) -> None:
+def arccos_series(ex: Exercise, fn) -> None:
     """arccos(x) ≈ π/2 − Σ_{m≤order} c_m x^(2m+1), the series behind the decomposition (Eq. 4)."""
     from .kernels import truncated_arccos
 
-    ex = EXERCISES["arccos_series"]
     g = torch.Generator().manual_seed(8)
     cases = [{"x": torch.rand(*shape, generator=g) * 2 - 1, "order": order}
              for shape, order in [((7,), 0), ((3, 5), 1), ((2, 2, 4), 3), ((6,), 8)]]
@@ -381,11 +382,10 @@ def _angular_order1(q, k):
 @exercise("03", 2, "with x = q̂·k̂, sim = ½ + (x + x³/6)/π, and x³ = φ(q̂)·φ(k̂) for φ = polynomial_features(·, 3). "
                    "So the features [√½, q̂/√π, φ(q̂)/√(6π)] (torch.cat on the last axis) give sim as one dot "
                    "product: then compute (featuresᵀ of k) @ v first, as linear attention does.")
-def angular_attention_order1(fn) -> None:
+def angular_attention_order1(ex: Exercise, fn) -> None:
     """Attention with the order-1 truncated angular kernel, in O(N): the cubic term through features."""
     from .attention import quadratic_attention
 
-    ex = EXERCISES["angular_attention_order1"]
     compare(ex, fn, lambda q, k, v: quadratic_attention(q, k, v, _angular_order1), _qkv_cases(9), ("q", "k", "v"))
     linear_in_tokens(ex, fn)
     passed(ex, "values and gradients match the explicit O(N²) form, and no N × N tensor is built.")
@@ -403,9 +403,8 @@ def causal_reference(q, k, v):
 @exercise("03", 3, "running sums over the token axis (torch.cumsum(…, dim=-2 or -3)): S_i = Σ_{j≤i} k̂_j v_jᵀ "
                    "(cumsum of k̂[..., :, :, None] * v[..., :, None, :]), z_i = Σ_{j≤i} k̂_j and Σ_{j≤i} v_j. Then "
                    "o_i = (½ Σ_{j≤i} v_j + q̂_i S_i / π) / (i/2 + q̂_i · z_i / π), with i counted from 1.")
-def causal_linear_angular(fn) -> None:
+def causal_linear_angular(ex: Exercise, fn) -> None:
     """Autoregressive linear-angular attention (query i sees keys j ≤ i) in O(N) with running sums."""
-    ex = EXERCISES["causal_linear_angular"]
     compare(ex, fn, causal_reference, _qkv_cases(10, cross=False), ("q", "k", "v"))
     linear_in_tokens(ex, fn, tokens=1024)
     passed(ex, "values and gradients match the explicit triangular-masked form, with no N × N tensor.")
@@ -416,16 +415,12 @@ def causal_linear_angular(fn) -> None:
 
 @exercise("04", 1, "p = softmax(q kᵀ/√d) (minicastling.branches.attention_probabilities); the mask keeps p > threshold. "
                    "Return the share it drops, averaged over the last two axes: shape q.shape[:-2].")
-def fraction_masked(fn) -> None:
+def fraction_masked(ex: Exercise, fn) -> None:
     """The share of softmax entries the auxiliary branch's mask zeroes, per (batch, head)."""
     from .branches import attention_probabilities
 
-    ex = EXERCISES["fraction_masked"]
     reference = lambda q, k, threshold: (attention_probabilities(q, k) <= threshold).float().mean((-2, -1))  # noqa: E731
-    cases = _qkv_cases(11, scale=2.0)
-    for case, threshold in zip(cases, (0.02, 0.1, 0.5, 0.2)):
-        case.pop("v")
-        case["threshold"] = threshold
+    cases = [dict(case, threshold=threshold) for case, threshold in zip(_qk_cases(11, scale=2.0), (0.02, 0.1, 0.5, 0.2))]
     compare(ex, fn, reference, cases)
     passed(ex, "4 random cases and thresholds match the mask of the auxiliary branch.")
 
@@ -443,9 +438,8 @@ def _token_conv_reference(v, weight):
 @exercise("04", 2, "pad the token axis (dim −2) with K//2 zeros at each end: F.pad(v, (0, 0, K//2, K//2)). Then "
                    "out = Σ_t weight[:, t] · padded[..., t : t + N, :] for t in range(K), where weight[:, t] needs "
                    "shape (H, 1, 1) to broadcast over (B, H, N, d).")
-def token_dwconv(fn) -> None:
+def token_dwconv(ex: Exercise, fn) -> None:
     """The authors' DWConv: a K-tap filter per head along the flattened token axis, zero padded."""
-    ex = EXERCISES["token_dwconv"]
     g = torch.Generator().manual_seed(12)
     cases = [{"v": _randn(*v_shape, generator=g), "weight": _randn(v_shape[1], size, generator=g)}
              for v_shape, size in [((2, 3, 10, 4), 9), ((1, 2, 5, 3), 3), ((2, 1, 4, 2), 9)]]
@@ -456,11 +450,10 @@ def token_dwconv(fn) -> None:
 
 @exercise("04", 3, "p = softmax(q kᵀ/√d); keep p where p > threshold and put 0 elsewhere ((p > threshold) is a "
                    "boolean mask: no gradient through it, and no renormalisation), then return that @ v.")
-def masked_softmax_branch(fn) -> None:
+def masked_softmax_branch(ex: Exercise, fn) -> None:
     """M ⊙ softmax(QKᵀ/√d) V with M = [softmax > ε]: the auxiliary branch of Fig. 3."""
     from .branches import masked_softmax_attention
 
-    ex = EXERCISES["masked_softmax_branch"]
     cases = _qkv_cases(13, scale=2.5)
     for case, threshold in zip(cases, (0.02, 0.1, 0.3, 0.15)):
         case["threshold"] = threshold
@@ -474,12 +467,11 @@ def masked_softmax_branch(fn) -> None:
 @exercise("05", 1, "count the matrix products for N tokens, width C, h heads (d = C/h): the q, k, v projection "
                    "(N × C times C × 3C), per head Q Kᵀ and weights @ V (N × d times d × N, N × N times N × d), and the "
                    "output projection (N × C times C × C). An (a × b) by (b × c) product costs a·b·c MACs.")
-def softmax_attention_macs(fn) -> None:
+def softmax_attention_macs(ex: Exercise, fn) -> None:
     """The MACs of one SoftmaxAttention layer, as torch's flop counter measures them."""
     from .attention import SoftmaxAttention
     from .model import macs
 
-    ex = EXERCISES["softmax_attention_macs"]
     for tokens, width, heads in [(64, 128, 4), (16, 64, 2), (196, 96, 3), (1, 32, 1), (1024, 256, 8)]:
         case = {"tokens": tokens, "width": width, "heads": heads}
         expected = macs(SoftmaxAttention(width, heads), torch.zeros(1, tokens, width))
@@ -499,9 +491,8 @@ def softmax_attention_macs(fn) -> None:
 
 @exercise("05", 2, "split H into (H/p, p) and W into (W/p, p), then bring the two grid axes together as tokens and "
                    "(C, p, p) together as features: einops.rearrange does it in one line.")
-def patchify(fn) -> None:
+def patchify(ex: Exercise, fn) -> None:
     """Images (B, C, H, W) → tokens (B, H/p · W/p, C·p·p), row-major: what the patch stem sees."""
-    ex = EXERCISES["patchify"]
     g = torch.Generator().manual_seed(14)
     cases = [{"images": _randn(*shape, generator=g), "patch": patch}
              for shape, patch in [((2, 3, 8, 8), 4), ((1, 1, 6, 4), 2), ((3, 2, 5, 5), 5)]]
@@ -519,11 +510,10 @@ def _castling_model():
 @exercise("05", 3, "collect layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]; first look at "
                    "every layer.alpha and raise RuntimeError if any is above 0; only then call layer.castle() on "
                    "each, and return the model.")
-def castle_model(fn) -> None:
+def castle_model(ex: Exercise, fn) -> None:
     """Castle every layer or none: refuse (RuntimeError) while any α > 0, before touching a layer."""
     from .attention import CastlingAttention, set_alpha
 
-    ex = EXERCISES["castle_model"]
     model = _castling_model()
     layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
     set_alpha(model, 0.0)
@@ -565,13 +555,12 @@ def castle_model(fn) -> None:
 @exercise("06", 1, "steps 0 … warmup_steps − 1 rise linearly: peak · (step + 1) / warmup_steps. After that, cosine "
                    "from peak down to 0 over the remaining steps: peak · ½ · (1 + cos(π · (step − warmup_steps) / "
                    "(total_steps − warmup_steps))).")
-def warmup_cosine(fn) -> None:
+def warmup_cosine(ex: Exercise, fn) -> None:
     """Linear warm-up then cosine decay to 0, step by step, as minicastling.train.learning_rate does."""
     import dataclasses
 
     from .train import get_recipe, learning_rate
 
-    ex = EXERCISES["warmup_cosine"]
     for total, warmup, peak in [(100, 10, 1e-3), (7, 1, 0.5), (50, 20, 3e-4), (3, 3, 1.0)]:
         recipe = dataclasses.replace(get_recipe("smoke"), lr=peak, warmup_epochs=warmup)
         for step in range(total):
@@ -591,9 +580,8 @@ def warmup_cosine(fn) -> None:
 
 @exercise("06", 2, "with K classes the target puts (1 − smoothing) + smoothing/K on the true class and smoothing/K on "
                    "every other; loss = −Σ target · log_softmax(logits), summed over classes, averaged over the batch.")
-def smoothed_cross_entropy(fn) -> None:
+def smoothed_cross_entropy(ex: Exercise, fn) -> None:
     """Cross-entropy with label smoothing, the loss the recipe trains with."""
-    ex = EXERCISES["smoothed_cross_entropy"]
     g = torch.Generator().manual_seed(16)
     cases = [{"logits": _randn(b, c, generator=g, scale=3.0), "labels": torch.randint(0, c, (b,), generator=g),
               "smoothing": s} for b, c, s in [(8, 10, 0.1), (5, 3, 0.0), (16, 100, 0.3), (1, 2, 0.5)]]
@@ -605,11 +593,10 @@ def smoothed_cross_entropy(fn) -> None:
 @exercise("06", 3, "padded = F.pad(images, (padding,) * 4); image b is padded[b, :, r : r + H, c : c + W] with "
                    "(r, c) = offsets[b]; where flips[b] is True, mirror that crop left-right (torch.flip on the last "
                    "axis). A loop over the batch is fine; torch.stack the results.")
-def crop_flip(fn) -> None:
+def crop_flip(ex: Exercise, fn) -> None:
     """Crop after zero padding, at given offsets, then flip the marked images: the training augmentation."""
     from .data import crop_flip as reference
 
-    ex = EXERCISES["crop_flip"]
     g = torch.Generator().manual_seed(17)
     cases = []
     for b, c, h, w, padding in [(5, 3, 8, 8, 2), (3, 1, 4, 6, 1), (2, 3, 5, 5, 0)]:
@@ -640,11 +627,10 @@ def _bench_rows(seed: int) -> list:
 @exercise("07", 1, "index the rows: by = {(r['method'], r['tokens']): r['seconds'] for r in rows}. For every token "
                    "count where both are measured (neither missing nor None), the ratio is the peer's seconds "
                    "divided by the method's: above 1 means the method is faster.")
-def speedups(fn) -> None:
+def speedups(ex: Exercise, fn) -> None:
     """{tokens: peer seconds / method seconds} from benchmark rows, skipping sizes not measured."""
     from .bench import speedups as reference
 
-    ex = EXERCISES["speedups"]
     for seed, (method, peer) in enumerate([("linear", "quadratic"), ("quadratic", "linear"), ("linear", "other")]):
         case = {"rows": _bench_rows(seed), "method": method, "peer": peer}
         expected, got = reference(**case), call(ex, fn, case)
@@ -666,11 +652,10 @@ def speedups(fn) -> None:
 @exercise("07", 2, "walk the token counts from the largest down: while `fast` is measured, faster than `slow` (fewer "
                    "seconds) at that count, remember the count; stop at the first count where it is not. Return the "
                    "last count remembered, or None.")
-def crossover_tokens(fn) -> None:
+def crossover_tokens(ex: Exercise, fn) -> None:
     """The smallest token count from which `fast` beats `slow` at every larger count, else None."""
     from .bench import crossover
 
-    ex = EXERCISES["crossover_tokens"]
     rows = _bench_rows(0)
     flip_flop = [{"method": m, "tokens": n, "seconds": s} for n, a, b in
                  [(64, 1.0, 2.0), (128, 3.0, 2.0), (256, 1.0, 2.0), (512, 1.0, 4.0)] for m, s in (("a", a), ("b", b))]
@@ -689,11 +674,10 @@ def crossover_tokens(fn) -> None:
 
 @exercise("07", 3, "φ(x) = F.elu(x) + 1 for q and k; kv = φ(k)ᵀ @ v, shape (…, d, dv); normaliser_i = φ(q_i) · "
                    "Σ_j φ(k_j); o = (φ(q) @ kv) / normaliser (with keepdim, or [..., None]). No N × N matrix.")
-def elu_linear_attention(fn) -> None:
+def elu_linear_attention(ex: Exercise, fn) -> None:
     """Linear attention with φ = ELU + 1 ("Transformers are RNNs"), in O(N)."""
     from .zoo import elu_features, linear_attention
 
-    ex = EXERCISES["elu_linear_attention"]
     compare(ex, fn, lambda q, k, v: linear_attention(q, k, v, elu_features), _qkv_cases(18), ("q", "k", "v"))
     linear_in_tokens(ex, fn)
     passed(ex, "values and gradients match minicastling.zoo.linear_attention with ELU + 1, and no N × N tensor is built.")

@@ -2,7 +2,6 @@
 with feedback in words; the student copies stay in sync with the tutorials."""
 
 import ast
-import json
 import re
 from pathlib import Path
 
@@ -11,14 +10,10 @@ import torch
 
 import minicastling
 from minicastling import check
-from minicastling.assignments import is_solution, source_of, student_copy, write_assignments
+from minicastling.assignments import is_solution, read_notebook, source_of, student_copy, write_assignments
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.ipynb"))
-
-
-def read(path):
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def exercise_sections(notebook):
@@ -44,7 +39,7 @@ def solutions():
     """{exercise name: (imports, solution source)} read from the tutorials themselves."""
     found = {}
     for path in TUTORIALS:
-        imports, sections = exercise_sections(read(path))
+        imports, sections = exercise_sections(read_notebook(path))
         for _, solution, _ in sections:
             name = ast.parse(source_of(solution)).body[-1].name
             found[name] = (imports, source_of(solution))
@@ -205,7 +200,7 @@ def test_notebooks_show_the_feedback_without_a_traceback():
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name[:2])
 def test_tutorial_ends_with_three_checked_exercises(path):
-    notebook = read(path)
+    notebook = read_notebook(path)
     _, sections = exercise_sections(notebook)
     number = path.name[:2]
     assert len(sections) >= 3
@@ -224,7 +219,7 @@ def test_student_copies_are_the_tutorials_with_stubs(tmp_path):
     written = write_assignments(ROOT / "tutorials", tmp_path)
     assert [p.name for p in written] == [p.name for p in TUTORIALS]
     for tutorial, copy in zip(TUTORIALS, written):
-        original, student = read(tutorial), read(copy)
+        original, student = read_notebook(tutorial), read_notebook(copy)
         assert source_of(student["cells"][0]).startswith("> **Student copy.**")
         assert len(student["cells"]) == len(original["cells"]) + 1
         for before, after in zip(original["cells"], student["cells"][1:]):
@@ -269,7 +264,7 @@ def test_assignments_command(tmp_path, capsys):
 def test_setup_cells_are_identical_and_install_only_when_missing():
     boots = set()
     for path in TUTORIALS:
-        setup = next(source_of(c) for c in read(path)["cells"] if c["cell_type"] == "code")
+        setup = next(source_of(c) for c in read_notebook(path)["cells"] if c["cell_type"] == "code")
         boot = setup[: setup.index("importlib.invalidate_caches()")]
         assert re.search(r'if importlib\.util\.find_spec\("minicastling"\) is None:', boot)
         assert "pip" in boot and "MINICASTLING_SOURCE" in boot and "mc.setup(" in setup
