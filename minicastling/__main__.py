@@ -48,13 +48,7 @@ def bench(args) -> None:
     print(f"\nlinear-angular vs torch SDPA (B={1 if args.quick else 8}, 4 heads, head_dim 32, float32):")
     for row in results["headline"]:
         print(f"  {row['setting']:<24} {row['method']:<28} {row['ms']:9.2f} ms {row['speedup_vs_sdpa']:6.1f}x")
-    print("\ncastled CastlingAttention vs SoftmaxAttention, fwd+bwd, B=8, C=128, 4 heads (goal):")
-    goals = {64: 1 / 1.1, 256: 1.3, 1024: 2.0}
-    for row in results["modules"]:
-        goal = goals.get(row["tokens"])
-        verdict = "" if goal is None else f"(goal >= {goal:.2f}x: {'met' if row['speedup'] >= goal else 'not met'})"
-        print(f"  {row['tokens']:>5} tokens: twin {row['twin_ms']:8.2f} ms, castled {row['castled_ms']:8.2f} ms, "
-              f"training {row['training_ms']:8.2f} ms -> {row['speedup']:.2f}x {verdict}")
+    print_module_ratios(results)
     print("\nmodules (B=1, C=128), castled vs twin, by token count:")
     for mode in ("forward", "fwd_bwd"):
         ratios = speedups(results[f"modules_{mode}"], "CastlingAttention, castled", "SoftmaxAttention (twin)")
@@ -66,16 +60,44 @@ def bench(args) -> None:
     e = results["efficiency"]
     print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
           f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
-    print("\nwhole model (smoke preset, batch 32), images/s:")
-    for row in results["models"]:
-        print(f"  {row['tokens']:>5} tokens: train twin {row['twin train img/s']:7.1f}, castling {row['castling train img/s']:7.1f} "
-              f"({row['train ratio']:.2f}x); inference twin {row['twin inference img/s']:7.1f}, castled "
-              f"{row['castled inference img/s']:7.1f} ({row['inference ratio']:.2f}x)")
+    print_goals(results)
     out = Path(args.out)
     save_json(out, results)
     figure = plot_benchmark(results)
     figure.savefig(out.with_suffix(".png"), dpi=110)
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
+
+
+def print_module_ratios(results) -> None:
+    """The module and whole-model comparisons, each ratio with its range over rounds and its arithmetic."""
+    matmul = results["efficiency"]["matmul_gflops"]
+    print("\ncastled CastlingAttention vs its SoftmaxAttention twin, B=8, C=128, 4 heads "
+          "(speed-up = twin time / castled time: median over rounds, and range):")
+    print(f"  {'tokens':>6} {'mode':<8} {'twin ms':>9} {'castled ms':>10} {'speed-up':>9} {'range':>12}   "
+          f"{'MACs twin/castled':>17}   GFLOP/s twin, castled (matmul: {matmul:.0f})")
+    for r in results["modules"]:
+        twin_rate = 2 * r["twin_macs"] / r["twin_ms"] / 1e6
+        castled_rate = 2 * r["castled_macs"] / r["castled_ms"] / 1e6
+        print(f"  {r['tokens']:>6} {r['mode']:<8} {r['twin_ms']:9.2f} {r['castled_ms']:10.2f} {r['speedup']:8.2f}x "
+              f"{r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}   {r['twin_macs'] / r['castled_macs']:16.2f}x   "
+              f"{twin_rate:6.1f}, {castled_rate:6.1f}")
+    print("\nwhole models, 32x32 images, batch 32 (inference: castled vs twin; training step with the softmax "
+          "branch on, cost against the twin's):")
+    for r in results["model_ratios"]:
+        print(f"  {r['tokens']:>5} tokens (patch {r['patch_size']}): inference {r['inference_speedup']:.2f}x "
+              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f}; twin {r['twin_inference_ms']:.1f} ms, "
+              f"castled {r['castled_inference_ms']:.1f} ms), training step {r['training_cost']:.2f}x the twin's "
+              f"({r['training_cost_min']:.2f}-{r['training_cost_max']:.2f})")
+
+
+def print_goals(results) -> None:
+    from .bench import goal_rows
+
+    print("\ngoals (this run):")
+    for g in goal_rows(results):
+        sign = ">=" if g["direction"] == "at least" else "<="
+        print(f"  {g['what']:<45} {g['tokens']:>5} tokens: {g['value']:5.2f}x ({g['min']:.2f}-{g['max']:.2f}), "
+              f"goal {sign} {g['goal']:.1f}x: {'met' if g['met'] else 'not met'}")
 
 
 def train(args) -> int:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import fused
 from .branches import make_conv_branch, masked_softmax_attention
 from .kernels import EPS, get_similarity, l2_normalize
 
@@ -100,19 +101,32 @@ class MultiHeadTokens(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def split_qkv(self, x: torch.Tensor, contiguous: bool = False):
-        """q, k, v (B, H, N, d); `contiguous` copies them once into that layout, which pays when
-        several matmuls and a convolution read them (each would otherwise copy on its own)."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, C) → the fused q, k, v projection (B, N, 3C)."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__}(dim={self.dim}) expects tokens of shape (batch, tokens, {self.dim}), "
                 f"got {tuple(x.shape)}"
             )
-        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        return (qkv.contiguous() if contiguous else qkv).unbind(0)  # 3 × (B, H, N, d)
+        return self.qkv(x)
+
+    def heads(self, qkv: torch.Tensor):
+        """q, k, v (B, H, N, d): views of the projection (B, N, 3C), split into heads.
+
+        Here and in merge, view/permute rather than einops: these run in every layer's forward,
+        where einops' pattern handling costs about as much as the copy it describes.
+        """
+        b, n, _ = qkv.shape
+        return qkv.view(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # "b n (3 h d) -> 3 b h n d"
+
+    def split_qkv(self, x: torch.Tensor):
+        """Tokens (B, N, C) → q, k, v (B, H, N, d)."""
+        return self.heads(self.project(x))
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:
-        out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, C)
+        """Heads (B, H, N, d) → projected tokens (B, N, C); the reshape is free if `out` is token-major."""
+        b, h, n, d = out.shape
+        out = out.transpose(1, 2).reshape(b, n, h * d)  # "b h n d -> b n (h d)"
         return self.proj_drop(self.proj(out))
 
 
@@ -195,14 +209,18 @@ class CastlingAttention(MultiHeadTokens):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split_qkv(x, contiguous=True)  # (B, H, N, d) each
+        qkv = self.project(x)  # (B, N, 3C)
+        q, k, v = self.heads(qkv)  # (B, H, N, d) views
         auxiliary = None
         if self.auxiliary_active:  # skipped at α = 0: nothing to add, and it costs O(N²)
             auxiliary = self.alpha_weight * masked_softmax_attention(q, k, v, self.threshold)
-        out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)  # (B, H, N, d)
+        if _compiling():  # the readable form: torch.compile fuses its small operations itself
+            out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
+        else:  # the same numbers in fewer passes over memory, with a hand-written backward
+            out, v = fused.linear_angular(qkv, self.num_heads, self.form, auxiliary)
         if self.conv is not None:
             out = out + self.conv(v)
-        return self.merge(out)
+        return self.merge(out)  # (B, N, C)
 
     def get_extra_state(self):
         return {"alpha": self.alpha, "castled": self.castled}
@@ -236,6 +254,11 @@ def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module
     if name not in ATTENTIONS:
         raise ValueError(f"unknown attention {name!r}; use one of {sorted(ATTENTIONS)}")
     return ATTENTIONS[name](dim, num_heads, **options)
+
+
+def _compiling() -> bool:
+    """True while torch.compile traces the model (torch >= 2.3 names it torch.compiler.is_compiling)."""
+    return torch.compiler.is_compiling()
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

@@ -202,28 +202,89 @@ def castled_module(dim: int, heads: int, **options):
     return module.castle()
 
 
-def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, repeats=15, device=torch.device("cpu")):
-    """Castled CastlingAttention vs its SoftmaxAttention twin, fwd+bwd, measured in one run.
+def interleaved_times(calls: dict, rounds: int = 12, seconds_per_round: float = 0.05,
+                      device=torch.device("cpu")) -> dict:
+    """Seconds per call of each contestant in each of `rounds` rounds, the contestants taking turns.
 
-    Returns rows {tokens, twin_ms, castled_ms, training_ms, speedup} (speedup = twin / castled).
+    Taking turns puts a drifting machine's slow and fast moments on every contestant alike; a ratio
+    is then taken round by round (ratio_summary), so one noisy round spoils one ratio, not all.
+    Each round calls a contestant about `seconds_per_round` worth of times, after one warm-up call.
+    """
+    counts = {}
+    for name, call in calls.items():
+        call()  # warm-up, and a first estimate of its duration
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        counts[name] = max(1, round(seconds_per_round / max(time.perf_counter() - start, 1e-6)))
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                call()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) / counts[name])
+    return times
+
+
+def ratio_summary(times: dict, peer: str, contender: str) -> dict:
+    """peer / contender, round by round: median and range, beside each one's median time in ms."""
+    ratios = [a / b for a, b in zip(times[peer], times[contender])]
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "peer_ms": 1e3 * statistics.median(times[peer]), "contender_ms": 1e3 * statistics.median(times[contender])}
+
+
+def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, device=torch.device("cpu")):
+    """Castled CastlingAttention against its SoftmaxAttention twin, forward and fwd+bwd, in one run.
+
+    Also the training-time module (α = 1, with the masked-softmax branch) up to 256 tokens, and each
+    module's multiply–accumulates, so the speed-up can be set against the arithmetic it saves.
+    Returns rows {tokens, mode, speedup (+ _min, _max over rounds), twin_ms, castled_ms, training_ms,
+    twin_macs, castled_macs}.
     """
     from .attention import CastlingAttention, SoftmaxAttention
 
     torch.manual_seed(0)
-    twin = SoftmaxAttention(dim, heads).to(device)
-    castled = castled_module(dim, heads).to(device)
-    training = CastlingAttention(dim, heads, alpha=1.0).to(device)
+    modules = {"twin": SoftmaxAttention(dim, heads), "castled": castled_module(dim, heads),
+               "training": CastlingAttention(dim, heads, alpha=1.0)}
+    modules = {name: module.to(device) for name, module in modules.items()}
     rows = []
     for n in tokens:
         x = torch.randn(batch, n, dim, device=device)
-        times = {}
-        for _ in range(2):  # interleave the contestants, keep each one's best median
-            for name, module in (("twin", twin), ("castled", castled), ("training", training)):
-                t = median_time(run_once(module, x), repeats, 3, device)
-                times[name] = min(t, times.get(name, float("inf")))
-        rows.append({"tokens": n, "twin_ms": 1e3 * times["twin"], "castled_ms": 1e3 * times["castled"],
-                     "training_ms": 1e3 * times["training"], "speedup": times["twin"] / times["castled"]})
+        for mode, backward in (("forward", False), ("fwd+bwd", True)):
+            chosen = modules if n <= 256 else {k: m for k, m in modules.items() if k != "training"}
+            times = interleaved_times({name: run_once(m, x, backward=backward) for name, m in chosen.items()},
+                                      rounds, device=device)
+            summary = ratio_summary(times, "twin", "castled")
+            macs = {name: module_macs(modules[name], x, backward) for name in ("twin", "castled")}
+            rows.append({"tokens": n, "mode": mode, "speedup": summary["ratio"], "speedup_min": summary["ratio_min"],
+                         "speedup_max": summary["ratio_max"], "twin_ms": summary["peer_ms"],
+                         "castled_ms": summary["contender_ms"],
+                         "training_ms": 1e3 * statistics.median(times["training"]) if "training" in times else None,
+                         "twin_macs": macs["twin"], "castled_macs": macs["castled"]})
     return rows
+
+
+def module_macs(module, x, backward: bool) -> int:
+    """Multiply–accumulates of one forward (and backward) call, from torch's flop counter.
+
+    The counter's formula for a convolution's backward ignores `groups`, counting a depthwise conv as
+    a dense one; its backward is counted here as what it is, twice the forward (input and weight).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .model import count_cpu_sdpa
+
+    count_cpu_sdpa()
+    inputs = x.detach().requires_grad_(backward)
+    with FlopCounterMode(display=False) as counter:
+        run_once(module, inputs, backward=backward)()
+    flops = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
+    if "aten.convolution_backward" in flops:
+        flops["aten.convolution_backward"] = 2 * flops["aten.convolution"]
+    return sum(flops.values()) // 2
 
 
 def machine_limits(device=torch.device("cpu"), repeats=10):
@@ -278,36 +339,81 @@ def module_sweep(tokens, batch=1, dim=128, heads=4, backward=True, repeats=5, de
     )
 
 
-def model_throughput(image_sizes=(32, 64, 128), preset="smoke", batch=32, repeats=5, device=torch.device("cpu")):
-    """Images/s of the castling ViT (training with α=1; castled for inference) against its softmax twin."""
+MODEL_SHAPES = {64: dict(patch_size=4), 256: dict(patch_size=2)}  # 32×32 images, as the gpu preset gets 256
+
+
+def model_ratios(preset="cpu", batch=32, tokens=(64, 256), rounds=8, device=torch.device("cpu")):
+    """Whole models of a preset's shapes on 32×32 images: castled inference against the twin's, and a
+    training step with the softmax branch on (α = 1) against the twin's, in one run.
+
+    Returns rows {tokens, patch_size, inference_speedup (+ _min, _max), training_cost (+ _min, _max),
+    and each median in ms}. training_cost = castling step / twin step: above 1 the branch costs time.
+    """
+    import torch.nn.functional as F
+
+    from .attention import set_alpha
     from .model import ViT, castled_copy, get_config
 
     rows = []
-    for size in image_sizes:
-        config = get_config(preset, image_size=size)
+    for n in tokens:
+        config = get_config(preset, image_size=32, **MODEL_SHAPES[n])
         torch.manual_seed(0)
         twin = ViT(config.replace(attention="softmax")).to(device)
-        castling = ViT(config).to(device)  # α = 1: the training-time model
+        castling = ViT(config).to(device)
+        set_alpha(castling, 1.0)
         castled = castled_copy(castling)
-        images = torch.randn(batch, 3, size, size, device=device)
+        images = torch.randn(batch, 3, 32, 32, device=device)
+        labels = torch.randint(0, 10, (batch,), device=device)
 
         def train_step(model):
-            return lambda: model(images).sum().backward()
+            return lambda: F.cross_entropy(model.train()(images), labels).backward()
 
         def infer(model):
-            model.eval()
-            return lambda: torch.no_grad()(model)(images)
+            return lambda: torch.no_grad()(model.eval())(images)
 
-        timing = {
-            "twin train": median_time(train_step(twin), repeats, 1, device),
-            "castling train": median_time(train_step(castling), repeats, 1, device),
-            "twin inference": median_time(infer(twin), repeats, 1, device),
-            "castled inference": median_time(infer(castled), repeats, 1, device),
-        }
-        rows.append({"image_size": size, "tokens": config.tokens,
-                     **{f"{k} img/s": batch / v for k, v in timing.items()},
-                     "train ratio": timing["twin train"] / timing["castling train"],
-                     "inference ratio": timing["twin inference"] / timing["castled inference"]})
+        times = interleaved_times({"twin train": train_step(twin), "castling train": train_step(castling),
+                                   "twin inference": infer(twin), "castled inference": infer(castled)},
+                                  rounds, seconds_per_round=0.2, device=device)
+        inference = ratio_summary(times, "twin inference", "castled inference")
+        training = ratio_summary(times, "castling train", "twin train")
+        rows.append({"tokens": n, "patch_size": config.patch_size, "inference_speedup": inference["ratio"],
+                     "inference_speedup_min": inference["ratio_min"], "inference_speedup_max": inference["ratio_max"],
+                     "twin_inference_ms": inference["peer_ms"], "castled_inference_ms": inference["contender_ms"],
+                     "training_cost": training["ratio"], "training_cost_min": training["ratio_min"],
+                     "training_cost_max": training["ratio_max"], "castling_train_ms": training["peer_ms"],
+                     "twin_train_ms": training["contender_ms"]})
+    return rows
+
+
+GOALS = [  # (what, key in its row, tokens, goal, "at least" or "at most"), the targets of the speed work
+    ("castled module vs twin, forward", "forward", 64, 1.0, "at least"),
+    ("castled module vs twin, forward", "forward", 256, 1.5, "at least"),
+    ("castled module vs twin, forward", "forward", 1024, 3.0, "at least"),
+    ("castled module vs twin, fwd+bwd", "fwd+bwd", 64, 1.0, "at least"),
+    ("castled module vs twin, fwd+bwd", "fwd+bwd", 256, 1.5, "at least"),
+    ("castled module vs twin, fwd+bwd", "fwd+bwd", 1024, 2.5, "at least"),
+    ("castled model vs twin, inference", "inference_speedup", 64, 1.0, "at least"),
+    ("castled model vs twin, inference", "inference_speedup", 256, 1.3, "at least"),
+    ("training step with the branch, cost vs twin", "training_cost", 64, 1.5, "at most"),
+]
+
+
+def goal_rows(results: dict) -> list:
+    """Each goal beside the ratio measured for it (median and range over rounds) and a verdict."""
+    rows = []
+    for what, key, tokens, goal, direction in GOALS:
+        if what.startswith("castled module"):
+            found = [r for r in results["modules"] if r["tokens"] == tokens and r["mode"] == key]
+            key = "speedup"
+        else:
+            found = [r for r in results["model_ratios"] if r["tokens"] == tokens]
+        if not found:
+            continue
+        row = found[0]
+        value = row[key]
+        met = value >= goal if direction == "at least" else value <= goal
+        rows.append({"what": what, "tokens": tokens, "value": value, "min": row[f"{key}_min"],
+                     "max": row[f"{key}_max"], "goal": goal, "direction": direction, "met": met})
     return rows
 
 
@@ -321,12 +427,14 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
     repeats = 2 if quick else 5
     return {
         "headline": sdpa_ratios(batch=1 if quick else 8, repeats=repeats, device=device),
-        "modules": module_ratios(tokens=(64, 256) if quick else (64, 256, 1024), repeats=repeats, device=device),
+        "modules": module_ratios(tokens=(64, 256) if quick else (64, 256, 1024), rounds=3 if quick else 12,
+                                 device=device),
+        "model_ratios": model_ratios("smoke" if quick else "cpu", tokens=(64,) if quick else (64, 256),
+                                     rounds=2 if quick else 8, device=device),
         "memory_4096": memory_ratio(tokens=256 if quick else 4096, device=device),
         "efficiency": linear_path_efficiency(tokens=256 if quick else 4096, repeats=repeats, device=device),
         "functions_forward": scaling_sweep(ATTENTION_FUNCTIONS, tokens, repeats=repeats, device=device),
         "functions_fwd_bwd": scaling_sweep(ATTENTION_FUNCTIONS, tokens, backward=True, repeats=repeats, device=device),
         "modules_forward": module_sweep(tokens, backward=False, repeats=repeats, device=device),
         "modules_fwd_bwd": module_sweep(tokens, repeats=repeats, device=device),
-        "models": model_throughput((32, 64) if quick else (32, 64, 128), repeats=repeats, device=device),
     }

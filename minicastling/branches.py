@@ -8,7 +8,7 @@ training only. Introduced in tutorial 04.
 import math
 
 import torch
-from einops import rearrange
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,18 +23,22 @@ def masked_softmax_attention(
     """(M ⊙ softmax(QKᵀ/√d)) V with M = [softmax > threshold]: the auxiliary sparse branch.
 
     As in the authors' code the mask is boolean, so no gradient flows through it; only the
-    attention weights above the threshold pass their gradient. O(N²): training only.
+    attention weights above the threshold pass their gradient. F.threshold keeps a weight where it
+    is above the threshold and puts 0 elsewhere: the mask and the product in one pass, with
+    exactly that gradient. O(N²): training only.
     """
     attn = attention_probabilities(q, k)  # (…, N, M)
-    mask = attn > threshold
-    return (attn * mask) @ v  # (…, N, dv)
+    return F.threshold(attn, threshold, 0.0) @ v  # (…, N, dv)
 
 
 class TokenConv1d(nn.Module):
     """The authors' DWConv: a (k, 1) kernel along the flattened token axis of V.
 
-    One filter per head, shared across head_dim: V (B, H, N, d) is read as an image with H
-    channels and N × d pixels. Token order is row-major, so the window wraps across grid rows.
+    One filter per head, shared across head_dim: the authors read V (B, H, N, d) as an image with
+    H channels and N × d pixels. Token order is row-major, so the window wraps across grid rows.
+    The weight keeps their shape (H, 1, k, 1); the convolution runs with each head's filter copied
+    to its d channels over token-major memory (channels-last), the layout depthwise kernels are
+    fast in and the one the attention output is merged from, so no copy goes back and forth.
     """
 
     def __init__(self, num_heads: int, kernel_size: int = 9):
@@ -46,7 +50,14 @@ class TokenConv1d(nn.Module):
         )
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return self.conv(v)  # (B, H, N, d) -> (B, H, N, d)
+        b, h, n, d = v.shape
+        # view/permute rather than einops here, as in attention.MultiHeadTokens.heads
+        tokens = v.transpose(1, 2).reshape(b, n, 1, h * d).permute(0, 3, 1, 2)  # "b h n d -> b (h d) n 1"
+        tokens = tokens.contiguous(memory_format=torch.channels_last)  # a no-op for token-major v
+        kernel = self.conv.weight.shape[2]
+        weight = self.conv.weight.expand(h, d, kernel, 1).reshape(h * d, 1, kernel, 1)  # each head's filter, d times
+        out = F.conv2d(tokens, weight, padding=self.conv.padding, groups=h * d)  # (B, C, N, 1), channels-last
+        return out.permute(0, 2, 3, 1).view(b, n, h, d).transpose(1, 2)  # (B, H, N, d) view of token-major memory
 
 
 class GridConv2d(nn.Module):
@@ -70,9 +81,10 @@ class GridConv2d(nn.Module):
                 "square; use conv='1d', or feed patch tokens of an h×w grid with h == w "
                 "(no class token)"
             )
-        grid = rearrange(v, "b h (y x) d -> b (h d) y x", y=side)  # (B, C, √N, √N)
-        grid = self.conv(grid)
-        return rearrange(grid, "b (h d) y x -> b h (y x) d", h=self.num_heads)  # (B, H, N, d)
+        b, h, n, d = v.shape
+        grid = v.transpose(1, 2).reshape(b, side, side, h * d).permute(0, 3, 1, 2)  # "b h (y x) d -> b (h d) y x"
+        grid = self.conv(grid.contiguous(memory_format=torch.channels_last))  # token-major, as TokenConv1d
+        return grid.permute(0, 2, 3, 1).reshape(b, n, h, d).transpose(1, 2)  # "b (h d) y x -> b h (y x) d"
 
 
 CONV_BRANCHES = {"1d": 9, "2d": 3}  # kind -> default kernel size

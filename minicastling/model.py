@@ -191,14 +191,21 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _count_cpu_sdpa() -> None:
-    """torch's flop counter knows SDPA's CUDA kernels but not the CPU one; give it the same formula."""
+def count_cpu_sdpa() -> None:
+    """torch's flop counter knows SDPA's CUDA kernels but not the CPU ones; give them the same formulas."""
     from torch.utils import flop_counter
 
-    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    if cpu_sdpa not in flop_counter.flop_registry and cpu_sdpa.default not in flop_counter.flop_registry:
-        flop_counter.register_flop_formula(cpu_sdpa)(
+    forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    registered = lambda op: op in flop_counter.flop_registry or op.default in flop_counter.flop_registry  # noqa: E731
+    if not registered(forward):
+        flop_counter.register_flop_formula(forward)(
             lambda q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v)
+        )
+    if not registered(backward):
+        flop_counter.register_flop_formula(backward)(
+            lambda grad_out, q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_backward_flop_count(
+                grad_out, q, k, v)
         )
 
 
@@ -210,7 +217,7 @@ def macs(module: nn.Module, *inputs) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    _count_cpu_sdpa()
+    count_cpu_sdpa()
     was_training = module.training
     module.eval()
     try:

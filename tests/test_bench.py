@@ -8,8 +8,12 @@ from minicastling import runtime
 from minicastling.bench import (
     ATTENTION_FUNCTIONS,
     crossover,
+    goal_rows,
+    interleaved_times,
     median_time,
+    module_macs,
     peak_memory,
+    ratio_summary,
     scaling_sweep,
 )
 
@@ -68,10 +72,11 @@ def test_bench_command_prints_ratios_and_writes_json_and_plot(capsys, tmp_path):
     assert cli.main(["bench", "--quick", "--out", str(tmp_path / "bench.json")]) == 0
     out = capsys.readouterr().out
     assert "fwd+bwd @ 1024 tokens" in out and "forward @ 4096 tokens" in out
-    assert "castled CastlingAttention vs SoftmaxAttention" in out and "goal >= 1.30x" in out
-    assert "GFLOP/s" in out and "images/s" in out
+    assert "castled CastlingAttention vs its SoftmaxAttention twin" in out and "goal >= 1.5x" in out
+    assert "GFLOP/s" in out and "whole models" in out and "goals (this run)" in out
     results = json.loads((tmp_path / "bench.json").read_text())
-    assert {r["tokens"] for r in results["modules"]} == {64, 256}
+    assert {(r["tokens"], r["mode"]) for r in results["modules"]} == {(n, m) for n in (64, 256) for m in ("forward", "fwd+bwd")}
+    assert all(r["speedup_min"] <= r["speedup"] <= r["speedup_max"] for r in results["modules"])
     assert results["memory_4096"]["linear-angular (kernel)"]["vs_explicit"] < 0.5
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
@@ -99,3 +104,30 @@ def test_ablate_command_runs_a_variant(tmp_path, capsys):
     assert castling["macs_before_castling"] > castling["macs_after_castling"]
     assert cli.main(["ablate", "--variant", "nonsense"]) == 1
     assert "unknown variant" in capsys.readouterr().err
+
+
+def test_ratios_are_taken_round_by_round():
+    times = {"peer": [2.0, 4.0, 2.0], "contender": [1.0, 4.0, 4.0]}
+    summary = ratio_summary(times, "peer", "contender")
+    assert summary["ratio"] == 1.0 and (summary["ratio_min"], summary["ratio_max"]) == (0.5, 2.0)
+    assert summary["peer_ms"] == 2000.0 and summary["contender_ms"] == 4000.0
+    calls = interleaved_times({"a": lambda: None, "b": lambda: None}, rounds=3, seconds_per_round=0.001)
+    assert [len(calls[k]) for k in ("a", "b")] == [3, 3]
+
+
+def test_goals_are_judged_in_their_direction():
+    results = {"modules": [{"tokens": 256, "mode": "forward", "speedup": 1.6, "speedup_min": 1.4, "speedup_max": 1.7}],
+               "model_ratios": [{"tokens": 64, "inference_speedup": 0.9, "inference_speedup_min": 0.8,
+                                 "inference_speedup_max": 1.0, "training_cost": 1.4, "training_cost_min": 1.3,
+                                 "training_cost_max": 1.6}]}
+    verdicts = {(g["what"], g["tokens"]): g["met"] for g in goal_rows(results)}
+    assert verdicts == {("castled module vs twin, forward", 256): True, ("castled model vs twin, inference", 64): False,
+                        ("training step with the branch, cost vs twin", 64): True}
+
+
+def test_macs_count_a_depthwise_convolution_backward_as_twice_its_forward():
+    conv = torch.nn.Conv2d(8, 8, (9, 1), padding=(4, 0), groups=8, bias=False)
+    x = torch.randn(2, 8, 16, 1)
+    forward = module_macs(conv, x, backward=False)
+    assert forward == 2 * 8 * 16 * 9
+    assert module_macs(conv, x, backward=True) == 3 * forward
