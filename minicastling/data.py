@@ -1,5 +1,6 @@
-"""Image data: CIFAR-10 from its official archive, any uint8 arrays, a built-in stand-in,
-and batches normalised and augmented on the device.
+"""Image data: CIFAR-10 from its official archive, any uint8 arrays, the datasets by name, and
+batches normalised and augmented on the device. Fashion-MNIST and the generated datasets have
+modules of their own (fashion_mnist, synthetic).
 
 DESIGN: Data. The whole dataset lives on the device as uint8 (CIFAR-10's 50,000 images are 150 MB),
 so a batch is an index, a crop and a flip, with no loader processes. Introduced in tutorial 06.
@@ -196,54 +197,37 @@ def load_npz(path, name: str | None = None, classes: tuple = ()) -> ImageDataset
     return ImageDataset(name or path.stem, **parts, classes=classes)
 
 
-def stand_in(n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> ImageDataset:
-    """A deterministic, learnable CIFAR-shaped dataset: 10 classes of 32×32×3 uint8 images.
-
-    Each class is a faint hue (5) and a stripe frequency (2) under heavy noise; orientation, phase,
-    contrast and the position of a brightness blob vary per image, so flips and crops keep the class.
-    Offline stand-in only: numbers on it say nothing about CIFAR-10.
-    """
-    def make(count, generator):
-        labels = torch.randint(0, 10, (count,), generator=generator)
-        hue = (labels % 5).float() / 5 * 2 * torch.pi
-        frequency = torch.where(labels < 5, 0.5, 0.7)  # stripes per pixel, in radians
-        angle = torch.rand(count, generator=generator) * torch.pi
-        phase = torch.rand(count, generator=generator) * 2 * torch.pi
-        contrast = 0.5 + torch.rand(count, generator=generator)
-        coords = torch.arange(32).float() - 15.5
-        yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (32, 32)
-        along = xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]  # (N, 32, 32)
-        stripes = torch.sin(frequency[:, None, None] * along + phase[:, None, None]) * contrast[:, None, None]
-        centre = (torch.rand(count, 2, generator=generator) - 0.5) * 20
-        blob = torch.exp(-((xx - centre[:, :1, None]) ** 2 + (yy - centre[:, 1:, None]) ** 2) / 80)
-        colour = torch.stack([torch.cos(hue + k * 2 * torch.pi / 3) for k in range(3)], dim=-1)  # (N, 3)
-        tint = 0.1 + 0.06 * colour[:, None, None, :]  # a faint hue: colour alone does not give the class
-        image = 0.5 + tint * stripes[..., None] + 0.3 * (blob[..., None] - 0.3)
-        image = image + 0.25 * torch.randn(count, 32, 32, 3, generator=generator)
-        return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), labels.numpy()
-
-    generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = make(n_train, generator)
-    x_test, y_test = make(n_test, generator)
-    names = tuple(f"{h}-{f}" for f in ("wide", "narrow") for h in ("red", "yellow", "green", "blue", "purple"))
-    return ImageDataset("stand-in", x_train, y_train, x_test, y_test, names)
+DATASETS = ("auto", "cifar10", "fashion-mnist", "stand-in", "same-different")
 
 
 def load_dataset(spec: str, progress: bool = True) -> ImageDataset:
-    """'cifar10', 'stand-in', a path to an .npz, or 'auto' (CIFAR-10, else the stand-in)."""
+    """A dataset by name (DATASETS) or a path to an .npz file.
+
+    'auto' prefers CIFAR-10; offline it takes Fashion-MNIST if its files are on this machine (never
+    downloading it), else the built-in stand-in, and says which and why.
+    """
+    from . import fashion_mnist, synthetic
+
     if spec == "auto":
         try:
             return load_cifar10(progress=progress)
         except DatasetUnavailable as reason:
-            print(f"{reason}. Using the built-in stand-in instead.")
-            return stand_in()
-    if spec == "cifar10":
-        return load_cifar10(progress=progress)
-    if spec == "stand-in":
-        return stand_in()
+            local = fashion_mnist.find_local()
+            if local is not None or (data_dir() / "fashion-mnist.npz").exists():
+                where = shown(next(iter(local.values())).parent) if local else shown(data_dir())
+                print(f"{reason}. Using Fashion-MNIST, found in {where}, instead.")
+                return fashion_mnist.load(progress, allow_download=False)
+            print(f"{reason}. No Fashion-MNIST on this machine either (apt-get install dataset-fashion-mnist, or "
+                  "--data fashion-mnist to download it). Using the built-in stand-in instead.")
+            return synthetic.stand_in()
+    loaders = {"cifar10": lambda: load_cifar10(progress=progress),
+               "fashion-mnist": lambda: fashion_mnist.load(progress),
+               "stand-in": synthetic.stand_in, "same-different": synthetic.same_different}
+    if spec in loaders:
+        return loaders[spec]()
     if spec.endswith(".npz"):
         return load_npz(spec)
-    raise ValueError(f"unknown dataset {spec!r}; use 'auto', 'cifar10', 'stand-in' or a path to an .npz file")
+    raise ValueError(f"unknown dataset {spec!r}; use one of {DATASETS} or a path to an .npz file")
 
 
 class DeviceData:
@@ -261,34 +245,51 @@ class DeviceData:
         return len(self.labels)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255 - self.mean[:, None, None]) / self.std[:, None, None]
+        """uint8 images, or float images in [0, 1], to zero mean and unit variance per channel."""
+        pixels = images.float() / 255 if images.dtype == torch.uint8 else images
+        return (pixels - self.mean[:, None, None]) / self.std[:, None, None]
 
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                crop_padding: int = 4, flip: bool = True):
+                crop_padding: int = 4, flip: bool = True, strength: float = 0.0, shard=None):
         """Yield (images (B, C, H, W) float, labels (B,)) over the whole split once.
 
-        augment: random crop after `crop_padding` zero pixels per side, and horizontal flips if `flip`.
+        augment: random crop after `crop_padding` zero pixels per side, horizontal flips if `flip`, and
+        TrivialAugment at `strength` (0: off). shard (a distributed.Process): yield only this process's
+        share of each batch; the random draws are made for the whole batch on every process, so the
+        processes together see exactly the batches one process would.
         """
+        from .augment import trivial_augment, trivial_draws
+
         n = len(self)
         order = torch.randperm(n, generator=generator, device="cpu").to(self.images.device) if shuffle \
             else torch.arange(n, device=self.images.device)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             index = order[start:start + batch_size]
-            images = self.images[index]
+            part = slice(None) if shard is None else shard.share(len(index))
+            images = self.images[index[part]]
             if augment:
-                images = random_crop_flip(images, generator, crop_padding, flip)
-            yield self.normalise(images), self.labels[index]
+                offsets, flips = crop_flip_draws(len(index), generator, crop_padding, flip)
+                images = crop_flip(images, offsets[part].to(images.device), flips[part].to(images.device), crop_padding)
+                if strength:
+                    draws = trivial_draws(len(index), generator)
+                    images = trivial_augment(images.float() / 255, strength=strength, draws=[d[part] for d in draws])
+            yield self.normalise(images), self.labels[index[part]]
+
+
+def crop_flip_draws(count: int, generator: torch.Generator | None = None, padding: int = 4, flip: bool = True):
+    """Random (row, col) offsets (B, 2) in [0, 2·padding] and flips (B,) bool, on the CPU."""
+    offsets = torch.randint(0, 2 * padding + 1, (2, count), generator=generator).T  # (B, 2)
+    flips = (torch.rand(count, generator=generator) < 0.5) & flip
+    return offsets, flips
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None, padding: int = 4,
                      flip: bool = True) -> torch.Tensor:
     """Random crop after zero padding, and a random horizontal flip, on the whole batch at once."""
-    b = images.shape[0]
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).T.to(images.device)  # (B, 2)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(images.device) & flip
-    return crop_flip(images, offsets, flips, padding)
+    offsets, flips = crop_flip_draws(images.shape[0], generator, padding, flip)
+    return crop_flip(images, offsets.to(images.device), flips.to(images.device), padding)
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
