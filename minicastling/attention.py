@@ -18,6 +18,7 @@ from .branches import make_conv_branch, masked_softmax_attention
 from .kernels import EPS, get_similarity, l2_normalize
 
 FORMS = ("official", "kernel")
+MASKS = ("absolute", "relative")
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, similarity="softmax") -> torch.Tensor:
@@ -151,20 +152,27 @@ class CastlingAttention(MultiHeadTokens):
     form: "kernel" (the paper's equation, default: it fit a sharp softmax teacher better in
     tutorial 04) or "official" (authors' code); see linear_angular_attention.
     conv: "1d" (authors' (9, 1) kernel over tokens), "2d" (3×3 over the token grid) or None.
-    threshold: ε of the mask [softmax > ε]; alpha: the branch's initial weight.
+    threshold: ε of the mask [softmax > ε]; with mask="relative" it is in units of the uniform
+    weight 1/N, so the mask keeps the weights above threshold/N (the authors' mask is "absolute").
+    alpha: the branch's initial weight.
     """
 
     def __init__(
         self, dim: int, num_heads: int = 4, *, qkv_bias: bool = False, form: str = "kernel",
         conv: str | None = "1d", conv_kernel_size: int | None = None, threshold: float = 0.02,
-        alpha: float = 1.0, proj_drop: float = 0.0,
+        mask: str = "absolute", alpha: float = 1.0, proj_drop: float = 0.0,
     ):
         super().__init__(dim, num_heads, qkv_bias, proj_drop)
         if form not in FORMS:
             raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
-        if not 0.0 <= threshold < 1.0:
+        if mask not in MASKS:
+            raise ValueError(f"unknown mask {mask!r}; use 'absolute' (ε = threshold, the authors') or 'relative' "
+                             "(ε = threshold / N, in units of the uniform weight)")
+        if mask == "absolute" and not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold ε compares softmax probabilities, so it must be in [0, 1); got {threshold!r}")
-        self.form, self.threshold = form, threshold
+        if not (math.isfinite(threshold) and threshold >= 0.0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        self.form, self.threshold, self.mask = form, threshold, mask
         self.conv = make_conv_branch(conv, dim, num_heads, conv_kernel_size)
         self.castled = False
         # α lives twice: a float for people and checks, and a buffer the forward multiplies by, so
@@ -213,7 +221,7 @@ class CastlingAttention(MultiHeadTokens):
         q, k, v = self.heads(qkv)  # (B, H, N, d) views
         auxiliary = None
         if self.auxiliary_active:  # skipped at α = 0: nothing to add, and it costs O(N²)
-            auxiliary = self.alpha_weight * masked_softmax_attention(q, k, v, self.threshold)
+            auxiliary = self.alpha_weight * masked_softmax_attention(q, k, v, self.mask_threshold(k.shape[-2]))
         if _compiling():  # the readable form: torch.compile fuses its small operations itself
             out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
         else:  # the same numbers in fewer passes over memory, with a hand-written backward
@@ -221,6 +229,10 @@ class CastlingAttention(MultiHeadTokens):
         if self.conv is not None:
             out = out + self.conv(v)
         return self.merge(out)  # (B, N, C)
+
+    def mask_threshold(self, keys: int) -> float:
+        """ε for `keys` keys: the threshold itself, or threshold / keys for mask="relative"."""
+        return self.threshold / keys if self.mask == "relative" else self.threshold
 
     def get_extra_state(self):
         return {"alpha": self.alpha, "castled": self.castled}
@@ -231,7 +243,7 @@ class CastlingAttention(MultiHeadTokens):
         self.castled = bool(state["castled"])
 
     def extra_repr(self) -> str:
-        return (f"form={self.form!r}, threshold={self.threshold}, alpha={self.alpha:g}, "
+        return (f"form={self.form!r}, threshold={self.threshold}, mask={self.mask!r}, alpha={self.alpha:g}, "
                 f"castled={self.castled}")
 
 

@@ -33,6 +33,7 @@ def _installed_from() -> str:
 
 
 def _device_lines() -> list:
+    from .precision import describe_choice
     from .runtime import pick_device
 
     device = pick_device()
@@ -43,7 +44,7 @@ def _device_lines() -> list:
         memory = torch.cuda.get_device_properties(index).total_memory / 2**30
         lines.append(f"  cuda           {torch.cuda.get_device_name(index)}, compute capability {major}.{minor}, "
                      f"{memory:.1f} GiB, {torch.cuda.device_count()} device(s), CUDA {torch.version.cuda}")
-        lines.append(f"  bf16           {'supported' if torch.cuda.is_bf16_supported() else 'not supported'}")
+        lines.append(f"  bf16           {'native' if (major, minor) >= (8, 0) else 'emulated (slow) below compute capability 8.0'}")
     else:
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build of torch"
         lines.append(f"  cuda           not available ({built})")
@@ -51,7 +52,23 @@ def _device_lines() -> list:
     lines.append(f"  mps            {'available' if mps is not None and mps.is_available() else 'not available'}")
     lines.append(f"  cpu            {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                  f"torch uses {torch.get_num_threads()} threads")
+    lines.append(f"precision (auto) {describe_choice(device)}")
     return lines
+
+
+def _memory_lines() -> list:
+    """The gpu preset's training step against the memory of common GPUs (estimated; see memory.py)."""
+    from .memory import table
+    from .model import get_config
+    from .train import get_recipe
+
+    batch = get_recipe("gpu").batch_size
+    try:
+        needed, rows = table(get_config("gpu"), batch)
+    except Exception as error:  # the report never fails
+        return [f"gpu preset step could not be estimated ({type(error).__name__}: {error})"]
+    fits = ", ".join(f"{r['gpu']} {'fits' if r['fits'] else 'too small'} (up to batch {r['largest_batch']})" for r in rows)
+    return [f"gpu preset step batch {batch}: about {needed:.1f} GiB in float32 (less under bf16/fp16); {fits}"]
 
 
 def _budget_lines() -> list:
@@ -81,9 +98,21 @@ def _data_lines() -> list:
     else:
         state = "not downloaded: the first run fetches it (170 MB), or falls back to the stand-in offline"
     lines.append(f"  cifar10        {state}")
+    lines.append(f"  fashion-mnist  {_fashion_mnist_state(root)}")
     if root.is_dir():
         lines.append(f"  free disk      {shutil.disk_usage(root).free / 2**30:.1f} GiB")
     return lines
+
+
+def _fashion_mnist_state(root: Path) -> str:
+    from . import fashion_mnist
+
+    if (root / "fashion-mnist.npz").is_file():
+        return "cached as fashion-mnist.npz: ready offline"
+    local = fashion_mnist.find_local()
+    if local is not None:
+        return f"the four files found in {next(iter(local.values())).parent}: ready offline (checked on first use)"
+    return "not found: --data fashion-mnist downloads it (30 MB), or apt-get install dataset-fashion-mnist"
 
 
 def report() -> str:
@@ -99,6 +128,7 @@ def report() -> str:
         *_device_lines(),
         *_budget_lines(),
         *_data_lines(),
+        *_memory_lines(),
     ]
     return "\n".join(lines)
 

@@ -37,7 +37,9 @@ class ViTConfig:
     form: str = "kernel"  # linear-angular form, see attention.linear_angular_attention
     conv: str | None = "1d"  # DWConv branch of castling attention: "1d", "2d" or None
     threshold: float = 0.02  # ε of the auxiliary branch's mask
+    mask: str = "absolute"  # "absolute": keep softmax > ε (authors'); "relative": keep softmax > ε / N
     dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth: the last block's rate, rising linearly from 0 at the first
 
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
@@ -92,25 +94,43 @@ def make_stem(config: ViTConfig) -> nn.Module:
 
 
 def make_attention(config: ViTConfig) -> nn.Module:
-    options = {"castling": dict(form=config.form, conv=config.conv, threshold=config.threshold),
+    options = {"castling": dict(form=config.form, conv=config.conv, threshold=config.threshold, mask=config.mask),
                "linear-angular": dict(form=config.form), "softmax": {}}.get(config.attention, {"conv": config.conv})
     return build_attention(config.attention, config.dim, config.num_heads, proj_drop=config.dropout, **options)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., 2016): while training, drop a residual branch for a random
+    share p of the images and scale it by 1/(1 − p) for the rest. p = 0 draws no random numbers."""
 
-    def __init__(self, config: ViTConfig):
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1.0 - self.p)  # (B, 1, 1)
+        return x * keep / (1.0 - self.p)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)), each branch droppable."""
+
+    def __init__(self, config: ViTConfig, drop_path: float = 0.0):
         super().__init__()
         hidden = int(config.dim * config.mlp_ratio)
         self.norm1, self.norm2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
         self.attn = make_attention(config)
         self.mlp = nn.Sequential(nn.Linear(config.dim, hidden), nn.GELU(), nn.Dropout(config.dropout),
                                  nn.Linear(hidden, config.dim), nn.Dropout(config.dropout))
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class ViT(nn.Module):
@@ -122,9 +142,12 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.config = config
-        self.stem = make_stem(config)
+        # channels-last: the layout oneDNN and cuDNN (under autocast) run convolutions fastest in, and
+        # the stem's output is then already token-major, so turning it into tokens copies nothing
+        self.stem = make_stem(config).to(memory_format=torch.channels_last)
         self.pos = nn.Parameter(torch.zeros(1, config.tokens, config.dim))
-        self.blocks = nn.Sequential(*[Block(config) for _ in range(config.depth)])
+        rates = [config.drop_path * i / max(1, config.depth - 1) for i in range(config.depth)]
+        self.blocks = nn.Sequential(*[Block(config, rate) for rate in rates])
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.num_classes)
         nn.init.trunc_normal_(self.pos, std=0.02)
@@ -139,7 +162,8 @@ class ViT(nn.Module):
         if images.dim() != 4 or images.shape[1:] != (c, s, s):
             raise ValueError(f"ViT expects images of shape (batch, {c}, {s}, {s}), got {tuple(images.shape)}; "
                              "the data pipeline turns uint8 (N, H, W, C) arrays into this")
-        x = rearrange(self.stem(images), "b c h w -> b (h w) c") + self.pos  # (B, N, dim)
+        features = self.stem(images.contiguous(memory_format=torch.channels_last))  # (B, dim, H/p, W/p)
+        x = rearrange(features, "b c h w -> b (h w) c") + self.pos  # (B, N, dim)
         x = self.norm(self.blocks(x))
         return self.head(x.mean(dim=1))  # (B, classes)
 
@@ -160,22 +184,12 @@ def castle(model: nn.Module, force: bool = False) -> nn.Module:
 
 
 @torch.no_grad()
-def mask_density(model: nn.Module, images: torch.Tensor) -> float:
-    """Share of softmax entries the auxiliary branch's mask keeps, averaged over castling layers.
-
-    0 means the branch adds nothing and, since no gradient passes the mask, learns nothing: with
-    near-uniform attention over N > 1/ε tokens every entry 1/N falls below ε.
-    """
-    from .branches import attention_probabilities
-
-    densities = []
-
-    def record(layer, inputs):
-        q, k, _ = layer.split_qkv(inputs[0])
-        densities.append((attention_probabilities(q, k) > layer.threshold).float().mean().item())
-
-    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
-    hooks = [layer.register_forward_pre_hook(record) for layer in layers]
+def per_layer(model: nn.Module, images: torch.Tensor, kinds, measure) -> list:
+    """measure(layer, q, k) for every attention layer of the given kinds, on one eval-mode forward pass."""
+    values = []
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
+    hooks = [layer.register_forward_pre_hook(
+        lambda layer, inputs: values.append(measure(layer, *layer.split_qkv(inputs[0])[:2]))) for layer in layers]
     was_training = model.training
     try:
         model.eval()
@@ -184,7 +198,48 @@ def mask_density(model: nn.Module, images: torch.Tensor) -> float:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+    return values
+
+
+def mask_density(model: nn.Module, images: torch.Tensor) -> float:
+    """Share of softmax entries the auxiliary branch's mask keeps, averaged over castling layers.
+
+    0 means the branch adds nothing and, since no gradient passes the mask, learns nothing: with
+    near-uniform attention over N > 1/ε tokens every entry 1/N falls below ε.
+    """
+    from .branches import attention_probabilities
+
+    def density(layer, q, k):
+        return (attention_probabilities(q, k) > layer.mask_threshold(k.shape[-2])).float().mean().item()
+
+    densities = per_layer(model, images, CastlingAttention, density)
     return sum(densities) / len(densities) if densities else 0.0
+
+
+def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
+    """How far the weights a model attends with are from uniform, averaged over layers, heads and rows.
+
+    max_weight_x_n: the largest weight of a row times N (1 = uniform, N = one-hot); entropy_ratio: the
+    row's entropy over log N (1 = uniform, 0 = one-hot). Softmax attention is measured on its
+    probabilities; castling attention on the linear angular kernel's weights (½ + q̂·k̂/π) / Σ, what
+    the castled model attends with (for form="official" these are the weights q̂ and k̂ imply, though
+    that form does not divide by them). Those lie within a factor (½ + 1/π)/(½ − 1/π) ≈ 4.5 of each other.
+    """
+    from .attention import SoftmaxAttention, attention_weights
+    from .branches import attention_probabilities
+
+    def sharpness(layer, q, k):
+        weights = attention_probabilities(q, k) if isinstance(layer, SoftmaxAttention) else \
+            attention_weights(q, k, "angular-linear")  # (B, H, N, N)
+        n = weights.shape[-1]
+        entropy = torch.special.entr(weights).sum(-1) / math.log(n) if n > 1 else torch.zeros(())
+        return weights.amax(-1).mean().item() * n, entropy.mean().item()
+
+    values = per_layer(model, images, (SoftmaxAttention, CastlingAttention), sharpness)
+    if not values:
+        return {"max_weight_x_n": None, "entropy_ratio": None}
+    return {"max_weight_x_n": sum(v[0] for v in values) / len(values),
+            "entropy_ratio": sum(v[1] for v in values) / len(values)}
 
 
 def count_parameters(model: nn.Module) -> int:

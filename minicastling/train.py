@@ -3,7 +3,9 @@
 Castling-ViT's recipe made explicit: train with the auxiliary softmax branch weighted by α(t),
 α reaches 0 before the end, then castle() and evaluate the O(N) model. Checkpoints are written
 atomically every epoch and a run resumes where it stopped, ending exactly where an uninterrupted
-run with the same seed ends. Introduced in tutorial 06.
+run with the same seed ends. The precision fits the device (precision.py); the gpu recipe adds the
+ingredients small ViTs need on small data (augment.py, stochastic depth, ema.py); under torchrun
+each process trains on its share of every batch (distributed.py). Introduced in tutorial 06.
 """
 
 import copy
@@ -17,11 +19,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .attention import set_alpha
+from .augment import mix
 from .data import DeviceData, ImageDataset, load_dataset
+from .ema import WeightAverage
 from .files import atomic_write, save_json, shown
-from .model import ViT, castle, count_macs, count_parameters, get_config, mask_density
-from .runtime import describe, pick_device, seed_everything
+from .model import ViT, attention_sharpness, castle, count_macs, count_parameters, get_config, mask_density
+from .precision import autocast, choose_precision, grad_scaler
+from .runtime import describe, seed_everything
 from .schedule import AlphaSchedule
 
 
@@ -33,26 +39,35 @@ class Recipe:
     attention: str = "castling"  # "castling", "linear-angular", "softmax" (the twin) or a zoo kind
     form: str = "kernel"  # linear-angular form: "kernel" or "official"
     conv: str | None = "1d"  # DWConv branch: "1d", "2d" or None
+    threshold: float = 0.02  # ε of the softmax branch's mask (authors' value)
+    mask: str = "absolute"  # "relative": ε in units of the uniform weight 1/N, a mask that fires
     alpha0: float = 1.0  # the softmax branch's starting weight (0: never on)
     alpha_shape: str = "cosine"  # AlphaSchedule shape: "cosine", "linear" or "step"
+    alpha_end: float = 0.75  # fraction of training at which α reaches exactly 0
     epochs: int = 6
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: under torchrun each process takes its share
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    alpha_end: float = 0.75  # fraction of training at which α reaches exactly 0
     crop_padding: int = 4  # random crops after this many zero pixels per side
     flip: bool = True  # random horizontal flips (wrong for digits or text)
+    augment: float = 0.0  # TrivialAugment's strength: 0 off, 1 its full ranges
+    mixup: float = 0.0  # mixup's Beta(α, α); 0 off
+    cutmix: float = 0.0  # cutmix's Beta(α, α); 0 off (with both on, each takes half the batches)
+    drop_path: float = 0.0  # stochastic depth of the last block; 0 off
+    ema: float = 0.0  # decay of an average of the weights, evaluated and castled instead; 0 off
     train_images: int | None = 10000  # a subset keeps CPU runs short; None = all
     seed: int = 0
+    precision: str = "auto"  # "auto" (bf16 on GPUs with native bf16, fp16 below, fp32 on the CPU) or forced
     compile: bool = False
 
 
 RECIPES = {
     "smoke": Recipe(model="smoke", epochs=2, batch_size=64, train_images=512),
     "cpu": Recipe(model="cpu", epochs=6, batch_size=128, train_images=10000),
-    "gpu": Recipe(model="gpu", epochs=60, batch_size=512, lr=3e-3, warmup_epochs=3, train_images=None, compile=True),
+    "gpu": Recipe(model="gpu", epochs=100, batch_size=512, lr=3e-3, warmup_epochs=5, train_images=None,
+                  augment=1.0, mixup=0.8, cutmix=1.0, drop_path=0.1, ema=0.9995, compile=True),
 }
 
 
@@ -70,21 +85,31 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: 
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
 
+def training_step(model, optimizer, scaler, images, targets, precision: str = "fp32", label_smoothing: float = 0.0):
+    """One optimizer step: forward under the precision's autocast, cross-entropy on labels or class
+    probabilities (mixup/cutmix), backward through the gradient scaler, step. Returns (loss, logits)."""
+    with autocast(images.device, precision):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 @torch.no_grad()
-def evaluate(model, data: DeviceData, batch_size: int = 1000) -> float:
-    """Top-1 accuracy (%) on a split."""
+def evaluate(model, data: DeviceData, precision: str = "fp32", process=distributed.Process(),
+             batch_size: int = 1000) -> float:
+    """Top-1 accuracy (%) on a split; each process counts its share of every batch."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=data.labels.device)
-    for images, labels in data.batches(batch_size):
-        with _autocast(images.device):
+    for images, labels in data.batches(batch_size, shard=process):
+        with autocast(images.device, precision):
             correct += (model(images).argmax(dim=-1) == labels).sum()
     model.train(was_training)
-    return 100.0 * correct.item() / len(data)
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return 100.0 * process.sum(correct).item() / len(data)
 
 
 def _decay_groups(model, weight_decay: float):
@@ -95,25 +120,60 @@ def _decay_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto", device: str = "auto",
-          restart: bool = False, progress: bool = True, on_epoch_end=None) -> dict:
-    """Train, castle, evaluate; write out/checkpoint.pt, out/metrics.jsonl, out/metrics.json, out/model.pt.
+@dataclasses.dataclass
+class Run:
+    """Everything one training run keeps between epochs."""
 
-    Resumes from out/checkpoint.pt when it holds the same recipe (restart=True starts over).
-    on_epoch_end(epoch, history) is called after each epoch's checkpoint (tests use it to interrupt).
-    Returns the metrics written to metrics.json.
-    """
-    started = time.perf_counter()
-    out, device = Path(out), pick_device(device)
-    print(describe(device))
+    recipe: Recipe
+    out: Path
+    dataset: ImageDataset
+    device: torch.device
+    process: distributed.Process
+    precision: str
+    model: torch.nn.Module  # the ViT itself: α, state dicts and castling act on it
+    net: torch.nn.Module  # what a step calls: the model, wrapped for DistributedDataParallel, compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+    train_data: DeviceData
+    test_data: DeviceData
+    schedule: object
+    steps_per_epoch: int
+    identity: dict
+    history: list
+    say: object
+
+    @property
+    def castling(self) -> bool:
+        return self.recipe.attention == "castling" and self.recipe.alpha0 > 0  # only then is there a branch to fade
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights a run reports and ships: the average if there is one."""
+        return self.average.model if self.average is not None else self.model
+
+
+def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress: bool, say) -> Run:
+    """Data, model, optimizer and schedule for a run, resumed from out/checkpoint.pt when it is this run's."""
+    process, device = distributed.start(device)
+    if not process.main:
+        say = _silent
+    say(describe(device))
+    precision = choose_precision(device, recipe.precision)
     if isinstance(dataset, str):
-        dataset = load_dataset(dataset, progress=progress)
-    print(f"dataset: {dataset}")
+        dataset = load_dataset(dataset, progress=progress and process.main)
+    say(f"dataset: {dataset}")
     config = get_config(recipe.model, attention=recipe.attention, form=recipe.form, conv=recipe.conv,
+                        threshold=recipe.threshold, mask=recipe.mask, drop_path=recipe.drop_path,
                         image_size=dataset.image_size, channels=dataset.channels, num_classes=dataset.num_classes)
+    if device.type == "cuda":
+        from .memory import check_fits
+
+        say(check_fits(config, recipe.batch_size // process.world_size, device))
     seed_everything(recipe.seed)
     model = ViT(config).to(device)
     optimizer = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr)
+    average = WeightAverage(model, recipe.ema) if recipe.ema else None
     subset = slice(0, recipe.train_images)
     train_data = DeviceData(dataset.x_train[subset], dataset.y_train[subset], device)
     test_data = DeviceData(dataset.x_test, dataset.y_test, device, train_data.mean, train_data.std)
@@ -121,13 +181,17 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_data)} training images are fewer than one batch of {recipe.batch_size}; "
                          "lower --batch-size")
-    total_steps = recipe.epochs * steps_per_epoch
-    castling = recipe.attention == "castling" and recipe.alpha0 > 0  # only then is there a branch to fade
+    if recipe.batch_size % process.world_size:
+        raise ValueError(f"--batch-size {recipe.batch_size} does not split evenly over {process.world_size} processes; "
+                         f"pick a multiple of {process.world_size}")
+    castling = recipe.attention == "castling" and recipe.alpha0 > 0
     schedule = (AlphaSchedule(alpha0=recipe.alpha0, end=recipe.alpha_end, shape=recipe.alpha_shape) if castling
                 else (lambda progress: 0.0))
-    history, first_epoch = [], 0
+    identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data),
+                "world_size": process.world_size}
+    history = []
+    scaler = grad_scaler(device, precision)
     checkpoint = out / "checkpoint.pt"
-    identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data)}
     if checkpoint.exists() and not restart:
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         if state["identity"] != identity:
@@ -135,88 +199,140 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
                                "use another --out, or --restart to overwrite it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        history, first_epoch = state["history"], state["epoch"]
-        print(f"resuming from {checkpoint.name} after epoch {first_epoch} of {recipe.epochs}")
-    print(f"model: {recipe.model} preset, {recipe.attention} attention, {count_parameters(model):,} parameters, "
-          f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs")
-    step_model = torch.compile(model) if recipe.compile else model
-    probe = next(test_data.batches(256))[0]  # a fixed batch on which the mask's density is logged
-
-    for epoch in range(first_epoch, recipe.epochs):
-        epoch_start = time.perf_counter()
-        seed_everything(recipe.seed * 100_003 + epoch)  # an epoch's randomness depends on (seed, epoch) only
-        generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        batches = train_data.batches(recipe.batch_size, shuffle=True, augment=True, generator=generator,
-                                     drop_last=True, crop_padding=recipe.crop_padding, flip=recipe.flip)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress,
-                   leave=False)
-        for i, (images, labels) in enumerate(bar):
-            step = epoch * steps_per_epoch + i
-            set_alpha(model, schedule(step / total_steps))
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, step, total_steps, steps_per_epoch)
-            with _autocast(device):
-                logits = step_model(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            correct += (logits.argmax(-1) == labels).sum()
-        alpha = schedule((epoch + 1) / recipe.epochs)
-        set_alpha(model, alpha)
-        seen = steps_per_epoch * recipe.batch_size
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum.item() / steps_per_epoch,
-                        "train_acc": 100.0 * correct.item() / seen, "test_acc": evaluate(model, test_data),
-                        "alpha_end_of_epoch": alpha,
-                        "mask_density": mask_density(model, probe) if castling else None,
-                        "lr_end_of_epoch": optimizer.param_groups[0]["lr"],
-                        "seconds": time.perf_counter() - epoch_start})
-        row = history[-1]
-        branch = f"α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, " if castling else ""
-        print(f"epoch {row['epoch']:>3}/{recipe.epochs}: loss {row['train_loss']:.3f}, train {row['train_acc']:.1f}%, "
-              f"test {row['test_acc']:.1f}%, {branch}{row['seconds']:.1f} s")
-        atomic_write(out / "metrics.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))
-        state = {"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "history": history, "epoch": epoch + 1}
-        atomic_write(checkpoint, lambda f: torch.save(state, f))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, history)
-
-    set_alpha(model, schedule(1.0))  # 0: the branch is gone before castling
-    return finish(model, config, recipe, dataset, test_data, len(train_data), out, device,
-                  time.perf_counter() - started)
+        if average is not None:
+            average.load_state_dict(state["average"])
+        scaler.load_state_dict(state["scaler"])
+        history = state["history"]
+        say(f"resuming from {checkpoint.name} after epoch {len(history)} of {recipe.epochs}")
+    net = distributed.wrap(model, process, device)
+    net = torch.compile(net) if recipe.compile else net
+    say(f"model: {recipe.model} preset, {recipe.attention} attention, {count_parameters(model):,} parameters, "
+        f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs; precision {precision}"
+        + (f"; {process.world_size} processes" if process.world_size > 1 else ""))
+    return Run(recipe, out, dataset, device, process, precision, model, net, optimizer, scaler,
+               average, train_data, test_data, schedule, steps_per_epoch, identity, history, say)
 
 
-def finish(model, config, recipe, dataset, test_data, train_images, out, device, seconds) -> dict:
-    """Evaluate, castle, evaluate again, count MACs, write metrics.json and the castled model."""
-    accuracy_before = evaluate(model, test_data)
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
+    """One pass over the training split; returns the epoch's row of metrics.jsonl."""
+    recipe, started = run.recipe, time.perf_counter()
+    total_steps = recipe.epochs * run.steps_per_epoch
+    seed_everything(recipe.seed * 100_003 + epoch)  # an epoch's randomness depends on (seed, epoch) only
+    generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+    run.model.train()
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    batches = run.train_data.batches(recipe.batch_size, shuffle=True, augment=True, generator=generator,
+                                     drop_last=True, crop_padding=recipe.crop_padding, flip=recipe.flip,
+                                     strength=recipe.augment, shard=run.process)
+    bar = tqdm(batches, total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+               disable=not (progress and run.process.main), leave=False)
+    for i, (images, labels) in enumerate(bar):
+        step = epoch * run.steps_per_epoch + i
+        set_alpha(run.model, run.schedule(step / total_steps))
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, step, total_steps, run.steps_per_epoch)
+        targets = labels
+        if recipe.mixup or recipe.cutmix:
+            one_hot = F.one_hot(labels, run.dataset.num_classes).float()
+            images, targets = mix(images, one_hot, generator, recipe.mixup, recipe.cutmix)
+        loss, logits = training_step(run.net, run.optimizer, run.scaler, images, targets, run.precision,
+                                     recipe.label_smoothing)
+        if run.average is not None:
+            run.average.update(run.model)
+        loss_sum += loss
+        correct += (logits.argmax(-1) == labels).sum()
+    alpha = run.schedule((epoch + 1) / recipe.epochs)
+    set_alpha(run.model, alpha)
+    if run.average is not None:
+        set_alpha(run.average.model, alpha)
+    seen = run.steps_per_epoch * recipe.batch_size
+    probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the mask's density is logged
+    return {"epoch": epoch + 1, "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
+            "train_acc": 100.0 * run.process.sum(correct).item() / seen,
+            "test_acc": evaluate(run.evaluated, run.test_data, run.precision, run.process),
+            "alpha_end_of_epoch": alpha, "mask_density": mask_density(run.model, probe) if run.castling else None,
+            "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+
+
+def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto", device: str = "auto",
+          restart: bool = False, progress: bool = True, on_epoch_end=None, quiet: bool = False) -> dict:
+    """Train, castle, evaluate; write out/checkpoint.pt, out/metrics.jsonl, out/metrics.json, out/model.pt.
+
+    Resumes from out/checkpoint.pt when it holds the same recipe (restart=True starts over).
+    on_epoch_end(epoch, history) is called after each epoch's checkpoint (tests use it to interrupt).
+    Returns the metrics written to metrics.json. quiet=True prints nothing (the study's workers).
+    Under torchrun, every process runs this; rank 0 alone prints and writes.
+    """
+    started = time.perf_counter()
+    run = prepare(recipe, Path(out), dataset, device, restart, progress, _silent if quiet else print)
+    try:
+        for epoch in range(len(run.history), recipe.epochs):
+            run.history.append(run_epoch(run, epoch, progress))
+            report(run)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, run.history)
+        set_alpha(run.model, run.schedule(1.0))  # 0: the branch is gone before castling
+        set_alpha(run.evaluated, run.schedule(1.0))
+        return finish(run, time.perf_counter() - started)
+    finally:
+        distributed.stop(run.process)
+
+
+def report(run: Run) -> None:
+    """Print the epoch's line and, on rank 0, write metrics.jsonl and the checkpoint atomically."""
+    row, recipe = run.history[-1], run.recipe
+    branch = f"α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, " if run.castling else ""
+    run.say(f"epoch {row['epoch']:>3}/{recipe.epochs}: loss {row['train_loss']:.3f}, train {row['train_acc']:.1f}%, "
+            f"test {row['test_acc']:.1f}%, {branch}{row['seconds']:.1f} s")
+    if run.process.main:
+        atomic_write(run.out / "metrics.jsonl",
+                     lambda f: f.write("".join(json.dumps(r) + "\n" for r in run.history).encode()))
+        state = {"identity": run.identity, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                 "history": run.history, "epoch": len(run.history),
+                 "average": None if run.average is None else run.average.state_dict(),
+                 "scaler": run.scaler.state_dict()}
+        atomic_write(run.out / "checkpoint.pt", lambda f: torch.save(state, f))
+    run.process.wait_for_all()
+
+
+def finish(run: Run, seconds: float) -> dict:
+    """Evaluate, castle, evaluate again, count MACs and how sharp the castled model's attention is;
+    write metrics.json and the castled model (rank 0)."""
+    recipe, model = run.recipe, run.evaluated
+    accuracy_before = evaluate(model, run.test_data, run.precision, run.process)
     with_branch = copy.deepcopy(model).cpu()  # the training-time model: softmax branch on
     set_alpha(with_branch, recipe.alpha0 if recipe.attention == "castling" else 0.0)
     macs_before = count_macs(with_branch)
     castle(model)
-    accuracy_after = evaluate(model, test_data)
+    accuracy_after = evaluate(model, run.test_data, run.precision, run.process)
     macs_after = count_macs(copy.deepcopy(model).cpu())
+    probe = next(run.test_data.batches(256))[0]
     metrics = {
-        "dataset": dataset.name, "preset": recipe.model, "attention": recipe.attention, "epochs": recipe.epochs,
-        "train_images": train_images, "device": describe(device),
-        "parameters": count_parameters(model),
+        "dataset": run.dataset.name, "preset": recipe.model, "attention": recipe.attention, "epochs": recipe.epochs,
+        "train_images": len(run.train_data), "device": describe(run.device), "precision": run.precision,
+        "world_size": run.process.world_size, "parameters": count_parameters(model),
         "test_acc_before_castling": accuracy_before, "test_acc_after_castling": accuracy_after,
         "macs_before_castling": macs_before, "macs_after_castling": macs_after,
-        "mac_reduction": macs_before / macs_after, "wall_time_s": seconds, "recipe": dataclasses.asdict(recipe),
-        "history": "metrics.jsonl",
+        "mac_reduction": macs_before / macs_after, "attention_sharpness": attention_sharpness(model, probe),
+        "weights": "average" if run.average is not None else "last",
+        "wall_time_s": seconds, "recipe": dataclasses.asdict(recipe), "history": "metrics.jsonl",
     }
-    atomic_write(out / "model.pt", lambda f: torch.save({"config": dataclasses.asdict(config),
-                                                          "model": model.state_dict()}, f))
-    save_json(out / "metrics.json", metrics)
-    print(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
+    if run.process.main:
+        config = dataclasses.asdict(model.config)
+        atomic_write(run.out / "model.pt", lambda f: torch.save({"config": config, "model": model.state_dict()}, f))
+        save_json(run.out / "metrics.json", metrics)
+    run.process.wait_for_all()
+    say = run.say
+    say(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
     if macs_before != macs_after:
-        print(f"MACs per image: {macs_before / 1e6:.1f}M with the softmax branch (training), "
-              f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer")
+        say(f"MACs per image: {macs_before / 1e6:.1f}M with the softmax branch (training), "
+            f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer")
     else:
-        print(f"MACs per image: {macs_after / 1e6:.1f}M (no softmax branch to castle)")
-    print(f"wall time {seconds:.0f} s; metrics in {shown(out / 'metrics.json')}")
+        say(f"MACs per image: {macs_after / 1e6:.1f}M (no softmax branch to castle)")
+    say(f"wall time {seconds:.0f} s; metrics in {shown(run.out / 'metrics.json')}")
     return metrics

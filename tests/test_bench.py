@@ -90,7 +90,8 @@ def test_explicit_softmax_is_skipped_where_it_would_not_fit():
 def test_ablate_command_runs_a_variant(tmp_path, capsys):
     import json
 
-    from minicastling.data import save_npz, stand_in
+    from minicastling.data import save_npz
+    from minicastling.synthetic import stand_in
 
     save_npz(stand_in(128, 64), tmp_path / "tiny.npz")
     assert cli.main(["ablate", "--preset", "smoke", "--epochs", "1", "--train-images", "128", "--data",

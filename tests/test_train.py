@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minicastling.__main__ import main
-from minicastling.data import stand_in
+from minicastling.synthetic import stand_in
 from minicastling.files import atomic_write
 from minicastling.train import get_recipe, learning_rate, train
 

@@ -1,0 +1,42 @@
+"""An exponential moving average of a model's weights, the optional last ingredient of the gpu recipe.
+
+After every optimizer step: w̄ ← decay · w̄ + (1 − decay) · w. The average often generalises better
+than the last weights; the run then evaluates, castles and saves the average. Buffers (BatchNorm's
+running statistics) and castling's α are copied, not averaged: α is set by the schedule, and the
+average must fade its softmax branch exactly when the trained model does.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from .attention import CastlingAttention, set_alpha
+
+
+class WeightAverage:
+    """An averaged copy of `model`; update() after each step, `.model` to evaluate or castle."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the weight average's decay must be in (0, 1), e.g. 0.999; got {decay!r}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        averaged = dict(self.model.named_parameters())
+        for name, weight in model.named_parameters():
+            averaged[name].lerp_(weight.detach(), 1.0 - self.decay)
+        own_buffers = dict(self.model.named_buffers())
+        for name, buffer in model.named_buffers():
+            own_buffers[name].copy_(buffer)
+        alphas = [m.alpha for m in model.modules() if isinstance(m, CastlingAttention)]
+        if alphas:
+            set_alpha(self.model, alphas[0])
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)

@@ -1,0 +1,59 @@
+"""How much memory a training step needs, estimated on the CPU, so a batch too large for a GPU says so.
+
+A step's peak grows linearly with the batch: weights, gradients and AdamW's two moments are fixed,
+activations grow with every image, and in castling attention's training branch they grow as N² per
+image (the softmax matrix). Two measured steps, at batch 1 and 2, give the line. They run in float32
+on the CPU, so under bf16 or fp16 autocast the real peak is lower: the estimate errs on the safe side.
+"""
+
+import functools
+
+import torch
+
+from .attention import set_alpha
+from .bench import peak_memory
+from .model import ViT, ViTConfig
+
+GPUS = {"T4": 16, "L4": 24, "A100 40GB": 40, "A100 / H100 80GB": 80}  # GiB, the cards users meet
+
+
+@functools.lru_cache(maxsize=8)
+def step_line(config: ViTConfig) -> tuple:
+    """(base, per_image) bytes: a training step at batch B peaks near base + per_image · B (softmax branch on)."""
+    model = ViT(config)
+    set_alpha(model, 1.0)  # the training-time model, masked-softmax branch included
+    fixed = 4 * 4 * sum(p.numel() for p in model.parameters())  # weights, gradients, two AdamW moments
+
+    def step(b):
+        images = torch.randn(b, config.channels, config.image_size, config.image_size)
+        return lambda: model(images).float().logsumexp(-1).sum().backward()
+
+    one, two = peak_memory(step(1)), peak_memory(step(2))
+    per_image = max(two - one, 1)
+    return fixed + one - per_image, per_image
+
+
+def largest_batch(line: tuple, gib: float, headroom: float = 0.9) -> int:
+    """The largest batch whose estimated step fits in `headroom` of `gib` GiB."""
+    base, per_image = line
+    return max(0, int((headroom * gib * 2**30 - base) // per_image))
+
+
+def check_fits(config: ViTConfig, batch: int, device: torch.device) -> str:
+    """One line on whether a step fits this CUDA device; raises ValueError, saying what to lower, if not."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    line = step_line(config)
+    needed = line[0] + line[1] * batch
+    if needed > 0.9 * total:
+        raise ValueError(f"a training step at batch {batch} needs about {needed / 2**30:.1f} GiB (estimated in float32) "
+                         f"and this GPU has {total / 2**30:.1f} GiB; lower --batch-size to "
+                         f"{largest_batch(line, total / 2**30)} or less")
+    return f"estimated peak memory of a step at batch {batch}: {needed / 2**30:.1f} of {total / 2**30:.1f} GiB"
+
+
+def table(config: ViTConfig, batch: int) -> tuple:
+    """The estimated GiB of a step at `batch`, and per GPU in GPUS whether it fits and the largest batch that does."""
+    line = step_line(config)
+    needed = (line[0] + line[1] * batch) / 2**30
+    return needed, [{"gpu": name, "gib": gib, "fits": needed <= 0.9 * gib, "largest_batch": largest_batch(line, gib)}
+                    for name, gib in GPUS.items()]
