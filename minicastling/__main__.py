@@ -108,7 +108,9 @@ def train(args) -> int:
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     chosen = dict(epochs=args.epochs, attention=args.attention, batch_size=args.batch_size, lr=args.lr,
                   seed=args.seed, compile=args.compile or None, train_images=args.train_images,
-                  crop_padding=args.crop_padding, flip=False if args.no_flip else None, form=args.form)
+                  crop_padding=args.crop_padding, flip=False if args.no_flip else None, form=args.form,
+                  precision=args.precision, augment=args.augment, mixup=args.mixup, cutmix=args.cutmix,
+                  drop_path=args.drop_path, ema=args.ema)
     overrides = {key: value for key, value in chosen.items() if value is not None}
     if args.all_images:
         overrides["train_images"] = None
@@ -116,7 +118,7 @@ def train(args) -> int:
     out = args.out or f"runs/{preset}-{recipe.attention}"
     try:
         run_training(recipe, out, dataset=args.data, device=args.device, restart=args.restart)
-    except DatasetUnavailable as reason:
+    except (DatasetUnavailable, ValueError) as reason:
         print(f"error: {reason}", file=sys.stderr)
         return 1
     return 0
@@ -132,6 +134,21 @@ def ablate(args) -> int:
         return 1
     run_ablations(args.preset, args.epochs, args.train_images, args.data, args.out, args.results, args.device,
                   args.variant)
+    return 0
+
+
+def study(args) -> int:
+    """Variants × seeds × datasets, castled and compared with intervals; writes a results JSON."""
+    from .study import DATASET_RECIPES, VARIANTS, print_study, run_study
+
+    try:
+        result = run_study(args.dataset or tuple(DATASET_RECIPES), args.variant or tuple(VARIANTS),
+                           args.seeds, args.quick, args.out, args.results, args.workers)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print_study(result)
+    print(f"\nwrote {args.results}")
     return 0
 
 
@@ -163,7 +180,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train a Castling-ViT, castle it, print accuracy before/after and MACs")
     p.add_argument("--preset", choices=["smoke", "cpu", "gpu"], help="default: gpu with CUDA, else cpu")
-    p.add_argument("--data", default="auto", help="auto (CIFAR-10, else the stand-in), cifar10, stand-in or PATH.npz")
+    p.add_argument("--data", default="auto", help="auto (CIFAR-10, else a local Fashion-MNIST, else the stand-in), "
+                                                  "cifar10, fashion-mnist, stand-in, same-different or PATH.npz")
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", help="run directory (default runs/PRESET-ATTENTION); an unfinished run there resumes")
     p.add_argument("--attention", choices=ATTENTION_KINDS,
@@ -176,6 +194,14 @@ def main(argv=None) -> int:
     p.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (default 4)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (digits, text)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto (default): bf16 on GPUs of compute capability >= 8.0, fp16 + gradient scaling below, "
+                        "fp32 on the CPU")
+    p.add_argument("--augment", type=float, help="TrivialAugment strength (0 off, 1 full; gpu preset: 1)")
+    p.add_argument("--mixup", type=float, help="mixup's Beta alpha (0 off; gpu preset: 0.8)")
+    p.add_argument("--cutmix", type=float, help="cutmix's Beta alpha (0 off; gpu preset: 1.0)")
+    p.add_argument("--drop-path", type=float, help="stochastic depth of the last block (0 off; gpu preset: 0.1)")
+    p.add_argument("--ema", type=float, help="decay of a weight average that is evaluated and castled (0 off)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="auto")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and start over")
@@ -190,6 +216,16 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--variant", action="append", help="only this variant (repeatable)")
     p.set_defaults(run=ablate)
+    p = commands.add_parser("study", help="variants x seeds on Fashion-MNIST and the same/different task, "
+                                          "with intervals; write a results JSON")
+    p.add_argument("--dataset", action="append", help="fashion-mnist or same-different (repeatable; default both)")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable; default all)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2, help="runs side by side, the threads shared between them")
+    p.add_argument("--quick", action="store_true", help="tiny runs in seconds: the mechanics, not a result")
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--results", default="results/study.json")
+    p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--form", choices=["kernel", "official"], default="kernel")

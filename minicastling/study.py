@@ -1,0 +1,176 @@
+"""What castling buys, measured: variants × seeds × datasets, with intervals, in one command.
+
+`python -m minicastling study` trains every variant below with several seeds on Fashion-MNIST and
+on the diagnostic same/different task (synthetic.same_different), castles each model, and writes
+results/study.json: per dataset and variant the per-seed test accuracies after castling
+(`accuracies`) and before, MACs, wall time, the auxiliary mask's density per epoch, and how sharp
+the trained attention is. `summary` holds mean ± std per variant and, for each variant against the
+castling model, the difference of means with a 95 % Welch t-interval and a verdict in words.
+Tutorial 07 reads the committed file. Every variant changes one thing of the same recipe.
+"""
+
+import dataclasses
+import json
+import math
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .files import save_json
+
+REFERENCE = "castling (ε = 0.02)"
+VARIANTS = {
+    "softmax twin": dict(attention="softmax"),
+    "linear-angular only": dict(attention="linear-angular"),
+    "+ DWConv 1-D": dict(conv="1d", alpha0=0.0),
+    "+ DWConv 2-D": dict(conv="2d", alpha0=0.0),
+    REFERENCE: dict(),
+    "castling, mask above 1/N": dict(mask="relative", threshold=1.0),
+    "castling, official form": dict(form="official"),
+}
+DATASET_RECIPES = {  # the recipe each dataset is studied with; variants change one field of it
+    "fashion-mnist": dict(model="cpu", epochs=4, train_images=12000, batch_size=128, crop_padding=2),
+    "same-different": dict(model="cpu", epochs=5, train_images=10000, batch_size=128, crop_padding=0),
+}
+QUICK = dict(model="smoke", epochs=2, train_images=1024, batch_size=64)  # seconds a run: the mechanics, not a result
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # two-sided 95 % quantiles of Student's t
+
+
+def t_quantile(df: float) -> float:
+    """The two-sided 95 % t quantile for `df` degrees of freedom, rounded down to a tabulated df (wider)."""
+    known = [k for k in T_95 if k <= max(df, 1)]
+    return T_95[max(known)] if df < 60 else 1.96
+
+
+def welch_interval(a: list, b: list) -> tuple:
+    """mean(a) − mean(b) and its 95 % Welch t-interval (no equal-variance assumption)."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    difference = statistics.mean(a) - statistics.mean(b)
+    if va + vb == 0:
+        return difference, (difference, difference)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile(df) * math.sqrt(va + vb)
+    return difference, (difference - half, difference + half)
+
+
+def summarise(runs: dict) -> dict:
+    """Per variant: mean and std of the accuracies after castling, and the difference from REFERENCE."""
+    reference = runs.get(REFERENCE, {}).get("accuracies")
+    summary = {}
+    for variant, entry in runs.items():
+        accuracies = entry["accuracies"]
+        row = {"mean": statistics.mean(accuracies), "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+               "seeds": len(accuracies)}
+        if reference and variant != REFERENCE and len(accuracies) > 1 and len(reference) > 1:
+            difference, (low, high) = welch_interval(accuracies, reference)
+            row.update(difference=difference, interval_95=[low, high], verdict=verdict(variant, difference, low, high))
+        summary[variant] = row
+    return summary
+
+
+def verdict(variant: str, difference: float, low: float, high: float) -> str:
+    if low > 0:
+        return f"{variant} is better than {REFERENCE} by {difference:.1f} points (95 % interval {low:.1f} to {high:.1f})"
+    if high < 0:
+        return f"{variant} is worse than {REFERENCE} by {-difference:.1f} points (95 % interval {low:.1f} to {high:.1f})"
+    return f"{variant} and {REFERENCE} differ by {difference:+.1f} points, within noise (95 % interval {low:.1f} to {high:.1f})"
+
+
+def run_one(task: dict) -> dict:
+    """One training run, in this process or a worker: train and castle; return what the study keeps."""
+    from .data import load_dataset
+    from .train import Recipe, train
+
+    torch.set_num_threads(task["threads"])
+    dataset = load_dataset(task["dataset"], progress=False)
+    metrics = train(Recipe(**task["recipe"]), task["out"], dataset, device="cpu", progress=False, quiet=True)
+    history = [json.loads(line) for line in (Path(task["out"]) / "metrics.jsonl").read_text().splitlines()]
+    return {**{k: task[k] for k in ("dataset", "variant", "seed")},
+            "after": metrics["test_acc_after_castling"], "before": metrics["test_acc_before_castling"],
+            "macs_before": metrics["macs_before_castling"], "macs_after": metrics["macs_after_castling"],
+            "seconds": metrics["wall_time_s"], "sharpness": metrics["attention_sharpness"],
+            "test_acc_per_epoch": [row["test_acc"] for row in history],
+            "mask_density_per_epoch": [row["mask_density"] for row in history]}
+
+
+def tasks_for(datasets, variants, seeds, quick: bool, out: Path, threads: int) -> list:
+    from .train import get_recipe
+
+    tasks = []
+    for dataset in datasets:
+        base = QUICK if quick else DATASET_RECIPES[dataset]
+        for variant in variants:
+            for seed in range(seeds):
+                recipe = get_recipe(base["model"], **{**base, **VARIANTS[variant], "seed": seed})
+                tasks.append({"dataset": dataset, "variant": variant, "seed": seed, "threads": threads,
+                              "recipe": dataclasses.asdict(recipe),
+                              "out": str(out / dataset / variant.replace(" ", "_").replace("/", "-") / f"seed{seed}")})
+    return tasks
+
+
+def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: int = 3, quick: bool = False,
+              out="runs/study", results="results/study.json", workers: int = 2, progress: bool = True) -> dict:
+    """Train every (dataset, variant, seed), `workers` runs side by side; write and return the study."""
+    from tqdm.auto import tqdm
+
+    unknown = [v for v in variants if v not in VARIANTS] + [d for d in datasets if d not in DATASET_RECIPES]
+    if unknown:
+        raise ValueError(f"unknown variant or dataset {unknown}; variants: {list(VARIANTS)}, datasets: "
+                         f"{list(DATASET_RECIPES)}")
+    threads = max(1, torch.get_num_threads() // workers)
+    tasks = tasks_for(datasets, variants, seeds, quick, Path(out), threads)
+    started = time.perf_counter()
+    with tqdm(total=len(tasks), desc="study runs", disable=not progress) as bar:
+        if workers == 1:
+            records = []
+            for task in tasks:
+                records.append(run_one(task))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                futures = [pool.submit(run_one, task) for task in tasks]
+                for future in futures:
+                    future.result()
+                    bar.update()
+                records = [future.result() for future in futures]
+    study = {"setup": {"recipes": {d: (QUICK if quick else DATASET_RECIPES[d]) for d in datasets}, "quick": quick,
+                       "seeds": seeds, "workers": workers, "threads_per_run": threads, "reference": REFERENCE,
+                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+                       "minutes": (time.perf_counter() - started) / 60},
+             "datasets": {}}
+    for dataset in datasets:
+        runs = {}
+        for variant in variants:
+            mine = sorted((r for r in records if r["dataset"] == dataset and r["variant"] == variant),
+                          key=lambda r: r["seed"])
+            runs[variant] = {"accuracies": [r["after"] for r in mine], "accuracies_before": [r["before"] for r in mine],
+                             "macs_before": mine[0]["macs_before"], "macs_after": mine[0]["macs_after"],
+                             "seconds": [r["seconds"] for r in mine], "test_acc_per_epoch": [r["test_acc_per_epoch"] for r in mine],
+                             "mask_density_per_epoch": [r["mask_density_per_epoch"] for r in mine],
+                             "sharpness": [r["sharpness"] for r in mine]}
+        study["datasets"][dataset] = {"runs": runs, "summary": summarise(runs)}
+    save_json(Path(results), study)
+    return study
+
+
+def print_study(study: dict) -> None:
+    """The summary tables: mean ± std per variant, the difference from castling and its interval."""
+    setup = study["setup"]
+    print(f"\n{setup['seeds']} seeds per variant, {setup['minutes']:.1f} minutes on {setup['machine']}"
+          f"{' (quick: mechanics only)' if setup['quick'] else ''}")
+    for dataset, entry in study["datasets"].items():
+        print(f"\n{dataset}: test accuracy after castling, % (difference from '{REFERENCE}', 95 % interval)")
+        for variant, row in entry["summary"].items():
+            sharp = entry["runs"][variant]["sharpness"][0]
+            detail = "" if "difference" not in row else \
+                f"  {row['difference']:+6.2f} [{row['interval_95'][0]:+.2f}, {row['interval_95'][1]:+.2f}]"
+            sharpness = "" if sharp["max_weight_x_n"] is None else f"   max weight {sharp['max_weight_x_n']:.2f}/N"
+            print(f"  {variant:<28} {row['mean']:6.2f} ± {row['std']:4.2f}{detail}{sharpness}")
+        for row in entry["summary"].values():
+            if "verdict" in row:
+                print(f"    {row['verdict']}")
