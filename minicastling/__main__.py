@@ -139,16 +139,18 @@ def ablate(args) -> int:
 
 def study(args) -> int:
     """Variants × seeds × datasets, castled and compared with intervals; writes a results JSON."""
-    from .study import DATASET_RECIPES, VARIANTS, print_study, run_study
+    from .study import SUITES, print_study, run_study
 
+    variants, datasets = SUITES[args.suite]
+    results = args.results or f"results/{'study' if args.suite == 'castling' else args.suite}.json"
     try:
-        result = run_study(args.dataset or tuple(DATASET_RECIPES), args.variant or tuple(VARIANTS),
-                           args.seeds, args.quick, args.out, args.results, args.workers)
+        result = run_study(args.dataset or datasets, args.variant or variants, args.seeds, args.quick,
+                           f"{args.out}/{args.suite}", results, args.workers)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print_study(result)
-    print(f"\nwrote {args.results}")
+    print(f"\nwrote {results}")
     return 0
 
 
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float)
     p.add_argument("--train-images", type=int, help="use the first N training images")
     p.add_argument("--all-images", action="store_true", help="use every training image")
-    p.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (default 4)")
+    p.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (cpu preset: 2)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (digits, text)")
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
@@ -218,13 +220,16 @@ def main(argv=None) -> int:
     p.set_defaults(run=ablate)
     p = commands.add_parser("study", help="variants x seeds on Fashion-MNIST and the same/different task, "
                                           "with intervals; write a results JSON")
-    p.add_argument("--dataset", action="append", help="fashion-mnist or same-different (repeatable; default both)")
-    p.add_argument("--variant", action="append", help="only this variant (repeatable; default all)")
+    p.add_argument("--suite", choices=["castling", "ingredients"], default="castling",
+                   help="castling: the attention variants on both datasets (default); ingredients: the gpu "
+                        "recipe's augmentations, stochastic depth and weight average, one at a time, on Fashion-MNIST")
+    p.add_argument("--dataset", action="append", help="fashion-mnist or same-different (repeatable; default: the suite's)")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable; default: the suite's)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="runs side by side, the threads shared between them")
     p.add_argument("--quick", action="store_true", help="tiny runs in seconds: the mechanics, not a result")
     p.add_argument("--out", default="runs/study")
-    p.add_argument("--results", default="results/study.json")
+    p.add_argument("--results", help="results JSON (default results/study.json, or results/ingredients.json)")
     p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)

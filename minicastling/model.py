@@ -66,7 +66,7 @@ PRESETS = {
     # seconds on a CPU: tests and smoke-mode notebooks
     "smoke": ViTConfig(dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
     # minutes on a CPU
-    "cpu": ViTConfig(dim=96, depth=4, num_heads=4, mlp_ratio=2.0),
+    "cpu": ViTConfig(dim=64, depth=4, num_heads=2, mlp_ratio=2.0),
     # the GPU recipe: 256 tokens (patch 2), 4.4M parameters
     "gpu": ViTConfig(dim=256, depth=6, num_heads=8, patch_size=2, mlp_ratio=3.0, dropout=0.0),
 }
