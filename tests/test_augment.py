@@ -95,8 +95,16 @@ def test_the_weight_average_follows_the_weights_and_copies_alpha():
     with torch.no_grad():
         model.head.weight.add_(1.0)
     set_alpha(model, 0.25)
+    assert average.current_decay() == 2 / 11  # the warm-up: min(0.5, (1 + 1)/(10 + 1))
     average.update(model)
-    torch.testing.assert_close(average.model.head.weight, before + 0.5)
+    torch.testing.assert_close(average.model.head.weight, before + 9 / 11)
     assert all(m.alpha == 0.25 for m in average.model.modules() if hasattr(m, "alpha_weight"))
+    for _ in range(100):
+        average.update(model)
+    assert average.current_decay() == 0.5 and average.updates == 101
+    torch.testing.assert_close(average.model.head.weight, before + 1.0)  # the initial weights are forgotten
+    restored = WeightAverage(ViT(get_config("smoke")), decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 101 and torch.equal(restored.model.head.weight, average.model.head.weight)
     with pytest.raises(ValueError, match="decay must be in"):
         WeightAverage(model, decay=1.0)
