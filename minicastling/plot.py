@@ -128,3 +128,27 @@ def plot_benchmark(results):
     fig.suptitle(results["device"], fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_study(study: dict, title: str = "What castling buys: test accuracy after castling"):
+    """One panel per dataset of a study (study.py): every seed as a dot, the mean as a bar, variants
+    sorted by mean; the castling reference's mean as a dashed line."""
+    datasets = study["datasets"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 0.45 * max(
+        len(d["runs"]) for d in datasets.values()) + 1.8), squeeze=False)
+    reference = study["setup"]["reference"]
+    for ax, (name, entry) in zip(axes[0], datasets.items()):
+        order = sorted(entry["runs"], key=lambda v: entry["summary"][v]["mean"])
+        for row, variant in enumerate(order):
+            accuracies = entry["runs"][variant]["accuracies"]
+            colour = "tab:red" if variant == reference else "tab:blue"
+            ax.scatter(accuracies, [row] * len(accuracies), color=colour, s=28, alpha=0.7, zorder=3)
+            ax.plot([entry["summary"][variant]["mean"]] * 2, [row - 0.3, row + 0.3], color=colour, linewidth=2.5)
+        if reference in entry["summary"]:
+            ax.axvline(entry["summary"][reference]["mean"], color="tab:red", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(order)), order, fontsize=11)
+        ax.set(xlabel="test accuracy after castling (%): dots are seeds, bars means", title=name)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    return fig

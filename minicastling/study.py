@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import platform
+import re
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,12 +30,24 @@ VARIANTS = {
     "+ DWConv 1-D": dict(conv="1d", alpha0=0.0),
     "+ DWConv 2-D": dict(conv="2d", alpha0=0.0),
     REFERENCE: dict(),
-    "castling, mask above 1/N": dict(mask="relative", threshold=1.0),
+    "castling, mask above ½ · 1/N": dict(mask="relative", threshold=0.5),
     "castling, official form": dict(form="official"),
 }
-DATASET_RECIPES = {  # the recipe each dataset is studied with; variants change one field of it
-    "fashion-mnist": dict(model="cpu", epochs=4, train_images=12000, batch_size=128, crop_padding=2),
-    "same-different": dict(model="cpu", epochs=5, train_images=10000, batch_size=128, crop_padding=0),
+INGREDIENTS = {  # the gpu recipe's ingredients, each added alone to the castling model: help or hurt?
+    "+ TrivialAugment": dict(augment=1.0),
+    "+ mixup": dict(mixup=0.8),
+    "+ cutmix": dict(cutmix=1.0),
+    "+ drop path 0.1": dict(drop_path=0.1),
+    "+ weight average": dict(ema=0.995),
+}
+VARIANTS.update(INGREDIENTS)
+SUITES = {  # name: (variants, datasets)
+    "castling": (tuple(v for v in VARIANTS if v not in INGREDIENTS), ("fashion-mnist", "same-different")),
+    "ingredients": ((REFERENCE, *INGREDIENTS), ("fashion-mnist",)),
+}
+DATASET_RECIPES = {  # the recipe each dataset is studied with (the cpu recipe, shorter); variants change one field
+    "fashion-mnist": dict(model="cpu", epochs=4, train_images=10000),
+    "same-different": dict(model="cpu", epochs=5, train_images=10000, lr=2e-3, crop_padding=0),
 }
 QUICK = dict(model="smoke", epochs=2, train_images=1024, batch_size=64)  # seconds a run: the mechanics, not a result
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -98,6 +111,11 @@ def run_one(task: dict) -> dict:
             "mask_density_per_epoch": [row["mask_density"] for row in history]}
 
 
+def slug(variant: str) -> str:
+    """A folder name for a variant: "castling (ε = 0.02)" → "castling-e-0-02"."""
+    return re.sub(r"[^a-z0-9]+", "-", variant.lower().replace("ε", "e").replace("½", "half")).strip("-")
+
+
 def tasks_for(datasets, variants, seeds, quick: bool, out: Path, threads: int) -> list:
     from .train import get_recipe
 
@@ -109,7 +127,7 @@ def tasks_for(datasets, variants, seeds, quick: bool, out: Path, threads: int) -
                 recipe = get_recipe(base["model"], **{**base, **VARIANTS[variant], "seed": seed})
                 tasks.append({"dataset": dataset, "variant": variant, "seed": seed, "threads": threads,
                               "recipe": dataclasses.asdict(recipe),
-                              "out": str(out / dataset / variant.replace(" ", "_").replace("/", "-") / f"seed{seed}")})
+                              "out": str(out / dataset / slug(variant) / f"seed{seed}")})
     return tasks
 
 
@@ -138,7 +156,9 @@ def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: 
                     future.result()
                     bar.update()
                 records = [future.result() for future in futures]
-    study = {"setup": {"recipes": {d: (QUICK if quick else DATASET_RECIPES[d]) for d in datasets}, "quick": quick,
+    recipes = {task["dataset"]: {k: v for k, v in task["recipe"].items() if k != "seed"} for task in tasks
+               if task["variant"] == REFERENCE or REFERENCE not in variants}
+    study = {"setup": {"recipes": recipes, "quick": quick,
                        "seeds": seeds, "workers": workers, "threads_per_run": threads, "reference": REFERENCE,
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
                        "minutes": (time.perf_counter() - started) / 60},

@@ -14,7 +14,7 @@ def test_doctor_reports_versions_device_budget_and_an_empty_cache(tmp_path, monk
     assert capsys.readouterr().out.strip() == text
     for expected in (f"minicastling     {minicastling.__version__}", "torch ", "device (auto)", "cuda ",
                      "budget           cpu (from $MINICASTLING_BUDGET=cpu)", str(tmp_path), "not downloaded",
-                     "precision (auto) fp32", "fashion-mnist", "gpu preset step batch 512: about"):
+                     "precision (auto) fp32", "fashion-mnist", "gpu preset step batch 256: about"):
         assert expected in text, expected
 
 

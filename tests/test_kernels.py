@@ -95,3 +95,20 @@ def test_mismatched_head_dims_are_named():
         angular_similarity(torch.randn(3, 8), torch.randn(5, 7))
     with pytest.raises(ValueError, match="order must be None"):
         angular_similarity(torch.randn(3, 8), torch.randn(5, 8), order=-1)
+
+
+def test_linear_angular_weights_cannot_be_sharper_than_the_bound():
+    from minicastling.attention import attention_weights
+    from minicastling.kernels import largest_weight_bound
+
+    n, d = 49, 16
+    q = torch.randn(1, d, dtype=torch.float64)
+    k = (-q).repeat(n, 1)
+    k[7] = q[0]  # one key along the query, every other key opposite: the sharpest row there is
+    sharpest = attention_weights(q[None], k[None], "angular-linear")[0, 0]
+    assert torch.isclose(sharpest.max() * n, torch.tensor(largest_weight_bound(n), dtype=torch.float64))
+    random = attention_weights(torch.randn(4, n, d), 3 * torch.randn(4, n, d), "angular-linear")
+    assert (random.amax(-1) * n < largest_weight_bound(n)).all()
+    assert largest_weight_bound(1) == 1.0 and 4.4 < largest_weight_bound(10**6) < (0.5 + 1 / math.pi) / (0.5 - 1 / math.pi)
+    with pytest.raises(ValueError, match="positive int"):
+        largest_weight_bound(0)
