@@ -39,7 +39,7 @@ def quadratic_attention(q, k, v, similarity="softmax") -> torch.Tensor:
 
 
 def linear_angular_attention(q, k, v, form="kernel", auxiliary=None, eps=EPS) -> torch.Tensor:
-    """Linear-angular attention in O(N d²): K̂ᵀV (d × dv) first, then each query (Eq. 6).
+    """Linear-angular attention in O(N d²): K̂ᵀV (d × dv) first, then each query (tutorial 03).
 
     form="kernel": exactly the row-normalised linear angular kernel ½ + q̂·k̂/π,
         o_i = (½ Σ_j v_j + (1/π) q̂_iᵀ(K̂ᵀV)) / (M/2 + (1/π) q̂_i·Σ_j k̂_j);
@@ -149,8 +149,9 @@ class CastlingAttention(MultiHeadTokens):
     AlphaSchedule; `castle()` then removes it, and inference is O(N). While α > 0 the branch is
     part of the model in train and eval mode alike, so evaluation measures what was trained.
 
-    form: "kernel" (the paper's equation, default: it fit a sharp softmax teacher better in
-    tutorial 04) or "official" (authors' code); see linear_angular_attention.
+    form: "kernel" (the row-normalised linear angular kernel, the Nadaraya–Watson reading; default:
+    it fit a sharp softmax teacher better in tutorial 04) or "official" (what the authors' released
+    code computes); see linear_angular_attention.
     conv: "1d" (authors' (9, 1) kernel over tokens), "2d" (3×3 over the token grid) or None.
     threshold: ε of the mask [softmax > ε]; with mask="relative" it is in units of the uniform
     weight 1/N, so the mask keeps the weights above threshold/N (the authors' mask is "absolute").
