@@ -1,6 +1,7 @@
 """Command line: `python -m minicastling train | ablate | bench | demo | assignments | doctor`."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -81,8 +82,11 @@ def print_module_ratios(results) -> None:
         print(f"  {r['tokens']:>6} {r['mode']:<8} {r['twin_ms']:9.2f} {r['castled_ms']:10.2f} {r['speedup']:8.2f}x "
               f"{r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}   {r['twin_macs'] / r['castled_macs']:16.2f}x   "
               f"{twin_rate:6.1f}, {castled_rate:6.1f}")
-    print("\nwhole models, 32x32 images, batch 32 (inference: castled vs twin; training step with the softmax "
-          "branch on, cost against the twin's):")
+    from .bench import BENCH_MODEL
+
+    shape = "smoke preset" if results.get("quick") else ", ".join(f"{k} {v}" for k, v in BENCH_MODEL.items())
+    print(f"\nwhole models ({shape}), 32x32 images, batch 32 (inference: castled vs twin; training step with the "
+          "softmax branch on, cost against the twin's):")
     for r in results["model_ratios"]:
         print(f"  {r['tokens']:>5} tokens (patch {r['patch_size']}): inference {r['inference_speedup']:.2f}x "
               f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f}; twin {r['twin_inference_ms']:.1f} ms, "
@@ -143,9 +147,12 @@ def study(args) -> int:
 
     variants, datasets = SUITES[args.suite]
     results = args.results or f"results/{'study' if args.suite == 'castling' else args.suite}.json"
+    previous = None
+    if args.suite != "castling" and Path(args.reuse).is_file():  # its reference runs, not trained twice
+        previous = json.loads(Path(args.reuse).read_text())
     try:
         result = run_study(args.dataset or datasets, args.variant or variants, args.seeds, args.quick,
-                           f"{args.out}/{args.suite}", results, args.workers)
+                           f"{args.out}/{args.suite}", results, args.workers, previous=previous)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -230,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny runs in seconds: the mechanics, not a result")
     p.add_argument("--out", default="runs/study")
     p.add_argument("--results", help="results JSON (default results/study.json, or results/ingredients.json)")
+    p.add_argument("--reuse", default="results/study.json",
+                   help="for --suite ingredients: a castling study whose reference runs match are taken from it")
     p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)

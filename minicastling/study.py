@@ -46,8 +46,8 @@ SUITES = {  # name: (variants, datasets)
     "ingredients": ((REFERENCE, *INGREDIENTS), ("fashion-mnist",)),
 }
 DATASET_RECIPES = {  # the recipe each dataset is studied with (the cpu recipe, shorter); variants change one field
-    "fashion-mnist": dict(model="cpu", epochs=4, train_images=10000),
-    "same-different": dict(model="cpu", epochs=5, train_images=10000, lr=2e-3, crop_padding=0),
+    "fashion-mnist": dict(model="cpu", epochs=4, train_images=6000, test_every_epoch=False),
+    "same-different": dict(model="cpu", epochs=5, train_images=10000, lr=2e-3, crop_padding=0, test_every_epoch=False),
 }
 QUICK = dict(model="smoke", epochs=2, train_images=1024, batch_size=64)  # seconds a run: the mechanics, not a result
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -131,9 +131,27 @@ def tasks_for(datasets, variants, seeds, quick: bool, out: Path, threads: int) -
     return tasks
 
 
+def reusable(previous: dict | None, tasks: list) -> dict:
+    """{(dataset, REFERENCE): runs entry} of an earlier study that these tasks would repeat exactly: the
+    reference recipe (setup.recipes) and seeds 0 … n − 1, so training them again gives the same numbers."""
+    found = {}
+    for dataset, entry in (previous or {}).get("datasets", {}).items():
+        recipe, run = previous["setup"]["recipes"].get(dataset), entry["runs"].get(REFERENCE)
+        mine = [t for t in tasks if t["dataset"] == dataset and t["variant"] == REFERENCE]
+        if run and mine and sorted(t["seed"] for t in mine) == list(range(len(run["accuracies"]))) and all(
+                {k: v for k, v in t["recipe"].items() if k != "seed"} == recipe for t in mine):
+            found[dataset, REFERENCE] = run
+    return found
+
+
 def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: int = 3, quick: bool = False,
-              out="runs/study", results="results/study.json", workers: int = 2, progress: bool = True) -> dict:
-    """Train every (dataset, variant, seed), `workers` runs side by side; write and return the study."""
+              out="runs/study", results="results/study.json", workers: int = 2, progress: bool = True,
+              previous: dict | None = None) -> dict:
+    """Train every (dataset, variant, seed), `workers` runs side by side; write and return the study.
+
+    Runs that `previous` (an earlier study's results) already holds with the same recipe and seeds are
+    taken from it rather than trained again (the ingredients suite reuses the castling study's reference).
+    """
     from tqdm.auto import tqdm
 
     unknown = [v for v in variants if v not in VARIANTS] + [d for d in datasets if d not in DATASET_RECIPES]
@@ -142,6 +160,8 @@ def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: 
                          f"{list(DATASET_RECIPES)}")
     threads = max(1, torch.get_num_threads() // workers)
     tasks = tasks_for(datasets, variants, seeds, quick, Path(out), threads)
+    reused = reusable(previous, tasks)
+    all_tasks, tasks = tasks, [t for t in tasks if (t["dataset"], t["variant"]) not in reused]
     started = time.perf_counter()
     with tqdm(total=len(tasks), desc="study runs", disable=not progress) as bar:
         if workers == 1:
@@ -156,7 +176,7 @@ def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: 
                     future.result()
                     bar.update()
                 records = [future.result() for future in futures]
-    recipes = {task["dataset"]: {k: v for k, v in task["recipe"].items() if k != "seed"} for task in tasks
+    recipes = {task["dataset"]: {k: v for k, v in task["recipe"].items() if k != "seed"} for task in all_tasks
                if task["variant"] == REFERENCE or REFERENCE not in variants}
     study = {"setup": {"recipes": recipes, "quick": quick,
                        "seeds": seeds, "workers": workers, "threads_per_run": threads, "reference": REFERENCE,
@@ -166,6 +186,9 @@ def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: 
     for dataset in datasets:
         runs = {}
         for variant in variants:
+            if (dataset, variant) in reused:
+                runs[variant] = {**reused[dataset, variant], "reused": True}
+                continue
             mine = sorted((r for r in records if r["dataset"] == dataset and r["variant"] == variant),
                           key=lambda r: r["seed"])
             runs[variant] = {"accuracies": [r["after"] for r in mine], "accuracies_before": [r["before"] for r in mine],

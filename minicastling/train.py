@@ -61,6 +61,7 @@ class Recipe:
     seed: int = 0
     precision: str = "auto"  # "auto" (bf16 on GPUs with native bf16, fp16 below, fp32 on the CPU) or forced
     compile: bool = False
+    test_every_epoch: bool = True  # False: the test split only after the last epoch (the study's short runs)
 
 
 RECIPES = {
@@ -256,7 +257,8 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the mask's density is logged
     return {"epoch": epoch + 1, "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
             "train_acc": 100.0 * run.process.sum(correct).item() / seen,
-            "test_acc": evaluate(run.evaluated, run.test_data, run.precision, run.process),
+            "test_acc": evaluate(run.evaluated, run.test_data, run.precision, run.process)
+            if recipe.test_every_epoch or epoch + 1 == recipe.epochs else None,
             "alpha_end_of_epoch": alpha, "mask_density": mask_density(run.model, probe) if run.castling else None,
             "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
 
@@ -289,8 +291,9 @@ def report(run: Run) -> None:
     """Print the epoch's line and, on rank 0, write metrics.jsonl and the checkpoint atomically."""
     row, recipe = run.history[-1], run.recipe
     branch = f"α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, " if run.castling else ""
+    test = "" if row["test_acc"] is None else f"test {row['test_acc']:.1f}%, "
     run.say(f"epoch {row['epoch']:>3}/{recipe.epochs}: loss {row['train_loss']:.3f}, train {row['train_acc']:.1f}%, "
-            f"test {row['test_acc']:.1f}%, {branch}{row['seconds']:.1f} s")
+            f"{test}{branch}{row['seconds']:.1f} s")
     if run.process.main:
         atomic_write(run.out / "metrics.jsonl",
                      lambda f: f.write("".join(json.dumps(r) + "\n" for r in run.history).encode()))

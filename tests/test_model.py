@@ -43,6 +43,20 @@ def test_2d_conv_branch_works_on_the_patch_grid():
     assert model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+@pytest.mark.parametrize("conv", ["1d", "2d"])
+def test_fashion_mnist_shapes_run_natively(stem, conv):
+    """28 × 28 × 1 images, no padding: a 7 × 7 grid of 49 tokens through every stem and conv branch."""
+    config = get_config("smoke", image_size=28, channels=1, stem=stem, conv=conv)
+    assert config.tokens == 49
+    model = ViT(config)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    macs = macs_by_variant(config)
+    assert macs["castled (inference)"] < macs["castling (training)"] and count_macs(model) > 0
+    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 1, 28, 28\)"):
+        model(torch.randn(2, 3, 28, 28))
+
+
 def test_castle_model_is_all_or_nothing_and_exact_at_alpha_zero():
     torch.manual_seed(0)
     model = ViT(get_config("smoke")).eval()

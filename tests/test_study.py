@@ -39,13 +39,18 @@ def test_suites_name_known_variants_and_change_one_thing_each():
     assert all(len(change) <= 2 for change in study.VARIANTS.values())
 
 
-def test_quick_study_writes_the_results_the_tutorials_read(tmp_path, capsys):
-    results = tmp_path / "study.json"
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
     code = main(["study", "--quick", "--dataset", "same-different", "--variant", study.REFERENCE,
                  "--variant", "linear-angular only", "--seeds", "2", "--workers", "1",
-                 "--out", str(tmp_path / "runs"), "--results", str(results)])
+                 "--out", str(folder / "runs"), "--results", str(folder / "study.json")])
     assert code == 0
-    written = json.loads(results.read_text())
+    return folder / "study.json"
+
+
+def test_quick_study_writes_the_results_the_tutorials_read(quick_study):
+    written = json.loads(quick_study.read_text())
     runs = written["datasets"]["same-different"]["runs"]
     assert set(runs) == {study.REFERENCE, "linear-angular only"}
     for entry in runs.values():
@@ -53,10 +58,24 @@ def test_quick_study_writes_the_results_the_tutorials_read(tmp_path, capsys):
         assert entry["sharpness"][0]["max_weight_x_n"] >= 1.0
     assert runs[study.REFERENCE]["mask_density_per_epoch"][0][0] is not None
     assert "interval_95" in written["datasets"]["same-different"]["summary"]["linear-angular only"]
-    assert "linear-angular only" in capsys.readouterr().out
     figure = plot.plot_study(written)
     assert [ax.get_title() for ax in figure.axes] == ["same-different"]
 
 
 def test_unknown_variants_are_named():
     assert main(["study", "--quick", "--variant", "castling, typo"]) == 1
+
+
+def test_an_ingredients_study_reuses_matching_reference_runs(quick_study, tmp_path, capsys):
+    second = tmp_path / "ingredients.json"
+    assert main(["study", "--suite", "ingredients", "--quick", "--dataset", "same-different", "--variant",
+                 study.REFERENCE, "--variant", "+ mixup", "--seeds", "2", "--workers", "1", "--reuse", str(quick_study),
+                 "--out", str(tmp_path / "runs"), "--results", str(second)]) == 0
+    assert "+ mixup" in capsys.readouterr().out
+    runs = json.loads(second.read_text())["datasets"]["same-different"]["runs"]
+    reference = json.loads(quick_study.read_text())["datasets"]["same-different"]["runs"][study.REFERENCE]
+    assert runs[study.REFERENCE]["reused"] and runs[study.REFERENCE]["accuracies"] == reference["accuracies"]
+    assert not (tmp_path / "runs" / "ingredients" / "same-different" / "castling-e-0-02").exists()
+    assert (tmp_path / "runs" / "ingredients" / "same-different" / "mixup").is_dir()
+    three_seeds = study.tasks_for(["same-different"], [study.REFERENCE], 3, True, tmp_path, 1)
+    assert study.reusable(json.loads(quick_study.read_text()), three_seeds) == {}  # a third seed was never run
