@@ -3,7 +3,7 @@
 stand_in(): ten shapes (disc, ring, square, …) drawn at a random place, size and tilt, in a random
 light colour on a random dark background. Colour is drawn independently of the class; only the shape's
 area leaks into the mean brightness, and a classifier on colour statistics alone stays near chance
-(tested), while the `cpu` model learns the shapes in about a minute. It lets the offline demo show
+(tested), while the `cpu` recipe's castled model reaches 99.7 % on it (README, "The stand-in"). It lets the offline demo show
 learning rather than a cap.
 
 same_different(): two small glyphs far apart on a noisy field; the label says whether they are the
