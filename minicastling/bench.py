@@ -345,9 +345,9 @@ MODEL_SHAPES = {64: dict(patch_size=4), 256: dict(patch_size=2)}  # 32×32 image
 BENCH_MODEL = dict(dim=96, depth=4, num_heads=4, mlp_ratio=2.0)
 
 
-def model_ratios(preset="cpu", batch=32, tokens=(64, 256), rounds=8, device=torch.device("cpu")):
-    """Whole models (BENCH_MODEL, or the smoke preset) on 32×32 images: castled inference against the
-    twin's, and a training step with the softmax branch on (α = 1) against the twin's, in one run.
+def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), rounds=8, device=torch.device("cpu")):
+    """Whole models (a preset with `shape`'s fields overriding it) on 32×32 images: castled inference
+    against the twin's, and a training step with the softmax branch on (α = 1) against the twin's, in one run.
 
     Returns rows {tokens, patch_size, inference_speedup (+ _min, _max), training_cost (+ _min, _max),
     and each median in ms}. training_cost = castling step / twin step: above 1 the branch costs time.
@@ -359,7 +359,6 @@ def model_ratios(preset="cpu", batch=32, tokens=(64, 256), rounds=8, device=torc
 
     rows = []
     for n in tokens:
-        shape = {} if preset == "smoke" else BENCH_MODEL
         config = get_config(preset, image_size=32, **shape, **MODEL_SHAPES[n])
         torch.manual_seed(0)
         twin = ViT(config.replace(attention="softmax")).to(device)
@@ -433,7 +432,8 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
         "headline": sdpa_ratios(batch=1 if quick else 8, repeats=repeats, device=device),
         "modules": module_ratios(tokens=(64, 256) if quick else (64, 256, 1024), rounds=3 if quick else 12,
                                  device=device),
-        "model_ratios": model_ratios("smoke" if quick else "cpu", tokens=(64,) if quick else (64, 256),
+        "model_ratios": model_ratios("smoke" if quick else "cpu", shape={} if quick else BENCH_MODEL,
+                                     tokens=(64,) if quick else (64, 256),
                                      rounds=2 if quick else 8, device=device),
         "memory_4096": memory_ratio(tokens=256 if quick else 4096, device=device),
         "efficiency": linear_path_efficiency(tokens=256 if quick else 4096, repeats=repeats, device=device),

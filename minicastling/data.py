@@ -212,10 +212,9 @@ def load_dataset(spec: str, progress: bool = True) -> ImageDataset:
         try:
             return load_cifar10(progress=progress)
         except DatasetUnavailable as reason:
-            local = fashion_mnist.find_local()
-            if local is not None or (data_dir() / "fashion-mnist.npz").exists():
-                where = shown(next(iter(local.values())).parent) if local else shown(data_dir())
-                print(f"{reason}. Using Fashion-MNIST, found in {where}, instead.")
+            where = fashion_mnist.offline_location()
+            if where is not None:
+                print(f"{reason}. Using Fashion-MNIST, found in {shown(where)}, instead.")
                 return fashion_mnist.load(progress, allow_download=False)
             print(f"{reason}. No Fashion-MNIST on this machine either (apt-get install dataset-fashion-mnist, or "
                   "--data fashion-mnist to download it). Using the built-in stand-in instead.")

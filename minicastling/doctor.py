@@ -33,7 +33,7 @@ def _installed_from() -> str:
 
 
 def _device_lines() -> list:
-    from .precision import describe_choice
+    from .precision import describe_choice, native_bf16
     from .runtime import pick_device
 
     device = pick_device()
@@ -44,7 +44,7 @@ def _device_lines() -> list:
         memory = torch.cuda.get_device_properties(index).total_memory / 2**30
         lines.append(f"  cuda           {torch.cuda.get_device_name(index)}, compute capability {major}.{minor}, "
                      f"{memory:.1f} GiB, {torch.cuda.device_count()} device(s), CUDA {torch.version.cuda}")
-        lines.append(f"  bf16           {'native' if (major, minor) >= (8, 0) else 'emulated (slow) below compute capability 8.0'}")
+        lines.append(f"  bf16           {'native' if native_bf16((major, minor)) else 'emulated (slow) below compute capability 8.0'}")
     else:
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build of torch"
         lines.append(f"  cuda           not available ({built})")
@@ -98,20 +98,20 @@ def _data_lines() -> list:
     else:
         state = "not downloaded: the first run fetches it (170 MB), or falls back to the stand-in offline"
     lines.append(f"  cifar10        {state}")
-    lines.append(f"  fashion-mnist  {_fashion_mnist_state(root)}")
+    lines.append(f"  fashion-mnist  {_fashion_mnist_state()}")
     if root.is_dir():
         lines.append(f"  free disk      {shutil.disk_usage(root).free / 2**30:.1f} GiB")
     return lines
 
 
-def _fashion_mnist_state(root: Path) -> str:
+def _fashion_mnist_state() -> str:
     from . import fashion_mnist
 
-    if (root / "fashion-mnist.npz").is_file():
-        return "cached as fashion-mnist.npz: ready offline"
-    local = fashion_mnist.find_local()
-    if local is not None:
-        return f"the four files found in {next(iter(local.values())).parent}: ready offline (checked on first use)"
+    where = fashion_mnist.offline_location()
+    if where is not None and where.suffix == ".npz":
+        return f"cached as {where.name}: ready offline"
+    if where is not None:
+        return f"the four files found in {where}: ready offline (checked on first use)"
     return "not found: --data fashion-mnist downloads it (30 MB), or apt-get install dataset-fashion-mnist"
 
 

@@ -87,15 +87,25 @@ def candidates(name: str):
         yield folder / name.removesuffix(".gz")
 
 
+def local_path(name: str) -> Path | None:
+    """The first copy of `name` on this machine, or None. Reads nothing."""
+    return next((p for p in candidates(name) if p.is_file()), None)
+
+
 def find_local() -> dict | None:
     """{file name: path} if all four files are on this machine, else None. Reads nothing."""
-    found = {}
-    for name in FILES:
-        path = next((p for p in candidates(name) if p.is_file()), None)
-        if path is None:
-            return None
-        found[name] = path
-    return found
+    found = {name: local_path(name) for name in FILES}
+    return None if None in found.values() else found
+
+
+def offline_location() -> Path | None:
+    """Where Fashion-MNIST can be loaded from without a download (its cached arrays, or the folder of
+    its four files), or None. Reads nothing."""
+    cache = data_dir() / "fashion-mnist.npz"
+    if cache.is_file():
+        return cache
+    local = find_local()
+    return None if local is None else next(iter(local.values())).parent
 
 
 def fetch(name: str, url: str, progress: bool) -> np.ndarray:
@@ -134,7 +144,7 @@ def load(progress: bool = True, url: str | None = None, allow_download: bool = T
             cache.unlink()  # an interrupted write or a stale format: rebuild it from the files
     arrays = {}
     for name in FILES:
-        path = next((p for p in candidates(name) if p.is_file()), None)
+        path = local_path(name)
         if path is not None:
             arrays[name] = verified(path, name)
         elif allow_download:

@@ -21,6 +21,11 @@ def cuda_capability(device: torch.device) -> tuple:
     return torch.cuda.get_device_capability(device)
 
 
+def native_bf16(capability: tuple) -> bool:
+    """Whether a GPU of this compute capability computes in bf16 natively (8.0 and up)."""
+    return tuple(capability) >= (8, 0)
+
+
 def choose_precision(device: torch.device, requested: str = "auto") -> str:
     """The precision to train in: `requested`, or for "auto" the fastest safe one for `device`."""
     if requested not in PRECISIONS:
@@ -29,8 +34,8 @@ def choose_precision(device: torch.device, requested: str = "auto") -> str:
     if requested == "auto":
         if device.type != "cuda":
             return "fp32"
-        return "bf16" if cuda_capability(device) >= (8, 0) else "fp16"
-    if requested == "bf16" and device.type == "cuda" and cuda_capability(device) < (8, 0):
+        return "bf16" if native_bf16(cuda_capability(device)) else "fp16"
+    if requested == "bf16" and device.type == "cuda" and not native_bf16(cuda_capability(device)):
         major, minor = cuda_capability(device)
         warnings.warn(f"bf16 on a GPU of compute capability {major}.{minor} runs emulated and slow (no native bf16 "
                       "below 8.0); --precision fp16 (with a gradient scaler) is the fast choice there", stacklevel=2)

@@ -10,6 +10,7 @@ Tutorial 07 reads the committed file. Every variant changes one thing of the sam
 """
 
 import dataclasses
+import functools
 import json
 import math
 import platform
@@ -94,13 +95,20 @@ def verdict(variant: str, difference: float, low: float, high: float) -> str:
     return f"{variant} and {REFERENCE} differ by {difference:+.1f} points, within noise (95 % interval {low:.1f} to {high:.1f})"
 
 
+@functools.lru_cache(maxsize=None)
+def dataset_named(name: str):
+    """A dataset, loaded or generated once per process: a worker trains many runs on the same one."""
+    from .data import load_dataset
+
+    return load_dataset(name, progress=False)
+
+
 def run_one(task: dict) -> dict:
     """One training run, in this process or a worker: train and castle; return what the study keeps."""
-    from .data import load_dataset
     from .train import Recipe, train
 
     torch.set_num_threads(task["threads"])
-    dataset = load_dataset(task["dataset"], progress=False)
+    dataset = dataset_named(task["dataset"])
     metrics = train(Recipe(**task["recipe"]), task["out"], dataset, device="cpu", progress=False, quiet=True)
     history = [json.loads(line) for line in (Path(task["out"]) / "metrics.jsonl").read_text().splitlines()]
     return {**{k: task[k] for k in ("dataset", "variant", "seed")},
@@ -209,10 +217,10 @@ def print_study(study: dict) -> None:
     for dataset, entry in study["datasets"].items():
         print(f"\n{dataset}: test accuracy after castling, % (difference from '{REFERENCE}', 95 % interval)")
         for variant, row in entry["summary"].items():
-            sharp = entry["runs"][variant]["sharpness"][0]
+            sharp = [seed["max_weight_x_n"] for seed in entry["runs"][variant]["sharpness"]]
             detail = "" if "difference" not in row else \
                 f"  {row['difference']:+6.2f} [{row['interval_95'][0]:+.2f}, {row['interval_95'][1]:+.2f}]"
-            sharpness = "" if sharp["max_weight_x_n"] is None else f"   max weight {sharp['max_weight_x_n']:.2f}/N"
+            sharpness = "" if None in sharp else f"   max weight {statistics.mean(sharp):.2f}/N"
             print(f"  {variant:<28} {row['mean']:6.2f} ± {row['std']:4.2f}{detail}{sharpness}")
         for row in entry["summary"].values():
             if "verdict" in row:

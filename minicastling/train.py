@@ -63,6 +63,11 @@ class Recipe:
     compile: bool = False
     test_every_epoch: bool = True  # False: the test split only after the last epoch (the study's short runs)
 
+    @property
+    def fades_a_branch(self) -> bool:
+        """Only castling attention with α₀ > 0 has a softmax branch for the schedule to fade."""
+        return self.attention == "castling" and self.alpha0 > 0
+
 
 RECIPES = {
     "smoke": Recipe(model="smoke", epochs=2, batch_size=64, train_images=512),
@@ -146,9 +151,10 @@ class Run:
     history: list
     say: object
 
-    @property
-    def castling(self) -> bool:
-        return self.recipe.attention == "castling" and self.recipe.alpha0 > 0  # only then is there a branch to fade
+    def set_alpha(self, alpha: float) -> None:
+        """α on the trained model and on the weights that are evaluated (the average, if any)."""
+        set_alpha(self.model, alpha)
+        set_alpha(self.evaluated, alpha)
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -187,9 +193,8 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     if recipe.batch_size % process.world_size:
         raise ValueError(f"--batch-size {recipe.batch_size} does not split evenly over {process.world_size} processes; "
                          f"pick a multiple of {process.world_size}")
-    castling = recipe.attention == "castling" and recipe.alpha0 > 0
-    schedule = (AlphaSchedule(alpha0=recipe.alpha0, end=recipe.alpha_end, shape=recipe.alpha_shape) if castling
-                else (lambda progress: 0.0))
+    schedule = (AlphaSchedule(alpha0=recipe.alpha0, end=recipe.alpha_end, shape=recipe.alpha_shape)
+                if recipe.fades_a_branch else (lambda progress: 0.0))
     identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data),
                 "world_size": process.world_size}
     history = []
@@ -250,16 +255,14 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
         loss_sum += loss
         correct += (logits.argmax(-1) == labels).sum()
     alpha = run.schedule((epoch + 1) / recipe.epochs)
-    set_alpha(run.model, alpha)
-    if run.average is not None:
-        set_alpha(run.average.model, alpha)
+    run.set_alpha(alpha)
     seen = run.steps_per_epoch * recipe.batch_size
     probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the mask's density is logged
     return {"epoch": epoch + 1, "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
             "train_acc": 100.0 * run.process.sum(correct).item() / seen,
             "test_acc": evaluate(run.evaluated, run.test_data, run.precision, run.process)
             if recipe.test_every_epoch or epoch + 1 == recipe.epochs else None,
-            "alpha_end_of_epoch": alpha, "mask_density": mask_density(run.model, probe) if run.castling else None,
+            "alpha_end_of_epoch": alpha, "mask_density": mask_density(run.model, probe) if recipe.fades_a_branch else None,
             "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
 
 
@@ -280,8 +283,7 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
             report(run)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, run.history)
-        set_alpha(run.model, run.schedule(1.0))  # 0: the branch is gone before castling
-        set_alpha(run.evaluated, run.schedule(1.0))
+        run.set_alpha(run.schedule(1.0))  # 0: the branch is gone before castling
         return finish(run, time.perf_counter() - started)
     finally:
         distributed.stop(run.process)
@@ -290,7 +292,7 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
 def report(run: Run) -> None:
     """Print the epoch's line and, on rank 0, write metrics.jsonl and the checkpoint atomically."""
     row, recipe = run.history[-1], run.recipe
-    branch = f"α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, " if run.castling else ""
+    branch = f"α {row['alpha_end_of_epoch']:.3f}, mask kept {row['mask_density']:.1%}, " if recipe.fades_a_branch else ""
     test = "" if row["test_acc"] is None else f"test {row['test_acc']:.1f}%, "
     run.say(f"epoch {row['epoch']:>3}/{recipe.epochs}: loss {row['train_loss']:.3f}, train {row['train_acc']:.1f}%, "
             f"{test}{branch}{row['seconds']:.1f} s")
