@@ -4,6 +4,14 @@ import matplotlib.pyplot as plt
 
 from .bench import crossover
 
+LEGIBLE = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 11,
+           "ytick.labelsize": 11, "legend.fontsize": 10, "figure.titlesize": 14}
+
+
+def use_legible_style() -> None:
+    """Text sizes that stay readable on a projector; tutorials call it through minicastling.setup()."""
+    plt.rcParams.update(LEGIBLE)
+
 
 def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None):
     """Log–log growth of time or peak memory with token count, one line per method.
@@ -20,19 +28,20 @@ def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None):
         n = crossover(rows, *crossing, metric=metric)
         if n is not None:
             ax.axvline(n, color="gray", linestyle="--", linewidth=1)
-            ax.text(n, 0.02, f" {crossing[0]} faster from N={n}", transform=ax.get_xaxis_transform(),
-                    rotation=90, va="bottom", ha="right", fontsize=8, color="gray")
+            ax.annotate(f"{crossing[0]}\nfaster from N = {n}", (n, 0.97), xycoords=ax.get_xaxis_transform(),
+                        xytext=(5, 0), textcoords="offset points", va="top", ha="left", fontsize=10,
+                        bbox=dict(boxstyle="round", facecolor="white", edgecolor="gray", alpha=0.9))
     ax.set(xscale="log", yscale="log", xlabel="tokens N",
            ylabel={"seconds": "time per call (ms)", "peak_mib": "peak memory (MiB)"}[metric])
     ax.set_title(title or "")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     return ax
 
 
 def plot_attention_maps(maps: dict, title: str = "", vmax=None):
     """Side-by-side heatmaps of (N, M) attention weight matrices, one per named method."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.0), squeeze=False)
     for ax, (name, weights) in zip(axes[0], maps.items()):
         image = ax.imshow(weights.detach().cpu(), cmap="viridis", vmin=0, vmax=vmax)
         ax.set(title=name, xlabel="key j", ylabel="query i")
@@ -49,7 +58,7 @@ def plot_alpha(schedules: dict, ax=None, points: int = 201):
     for name, schedule in schedules.items():
         ax.plot(progress, [schedule(t) for t in progress], label=name)
     ax.set(xlabel="fraction of training done t", ylabel="α(t), weight of the softmax branch")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     ax.grid(True, alpha=0.3)
     return ax
 
@@ -62,7 +71,7 @@ def plot_images(images, labels, classes, columns: int = 10, title: str = ""):
         ax.axis("off")
     for ax, image, label in zip(axes.flat, images, labels):
         ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-        ax.set_title(classes[int(label)], fontsize=7)
+        ax.set_title(classes[int(label)], fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -92,7 +101,7 @@ def plot_history(runs: dict, title: str = "Training curves"):
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right" if ax is acc_ax else "upper right")
+        ax.legend(fontsize=10, loc="lower right" if ax is acc_ax else "upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -108,8 +117,8 @@ def plot_confusion(predictions, labels, classes, title: str = "Confusion matrix"
     shares = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
     fig, ax = plt.subplots(figsize=(6, 5))
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(n), classes, fontsize=9)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()

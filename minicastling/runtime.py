@@ -58,7 +58,11 @@ def describe(device: torch.device) -> str:
 
 
 def setup(seed: int = 0, device: str = "auto") -> torch.device:
-    """A notebook's first call: seed everything, pick the device, print what was chosen."""
+    """A notebook's first call: seed everything, pick the device, print what was chosen, and size
+    figure text for a projector."""
+    from .plot import use_legible_style
+
+    use_legible_style()
     seed_everything(seed)
     chosen = pick_device(device)
     print(describe(chosen))

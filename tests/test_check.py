@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import minicastling
 from minicastling import check
@@ -36,13 +35,15 @@ def namespace_of(imports: str, source: str) -> dict:
 
 
 def solutions():
-    """{exercise name: (imports, solution source)} read from the tutorials themselves."""
+    """{exercise name: (setup, solution source)} read from the tutorials themselves; the setup is the
+    exercises' imports cell and the solutions above it, which a later exercise may use (04.4 uses 04.3)."""
     found = {}
     for path in TUTORIALS:
-        imports, sections = exercise_sections(read_notebook(path))
+        setup, sections = exercise_sections(read_notebook(path))
         for _, solution, _ in sections:
             name = ast.parse(source_of(solution)).body[-1].name
-            found[name] = (imports, source_of(solution))
+            found[name] = (setup, source_of(solution))
+            setup += "\n" + source_of(solution)
     return found
 
 
@@ -50,13 +51,16 @@ SOLUTIONS = solutions()
 
 # A plausible mistake for every exercise, and words its feedback must contain.
 WRONG = {
-    "softmax_attention": ("def softmax_attention(q, k, v):\n    return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v",
-                          "wrong values"),
-    "kernel_smoothing": ("def kernel_smoothing(q, k, v, kernel):\n    w = kernel(q, k)\n    return w / w.sum(-2, keepdim=True) @ v",
-                         "wrong values"),
+    "causal_softmax_attention": ("def causal_softmax_attention(q, k, v):\n"
+                                 "    n = q.shape[-2]\n"
+                                 "    scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])) * torch.ones(n, n).tril()\n"
+                                 "    return torch.softmax(scores, dim=-1) @ v",
+                                 "wrong values"),
+    "gaussian_attention": ("def gaussian_attention(q, k, v):\n"
+                           "    w = torch.exp(-torch.cdist(q, k) ** 2 / 2)\n"
+                           "    return w / w.sum(-1, keepdim=True) @ v",
+                           "NaN"),
     "row_entropy": ("def row_entropy(weights):\n    return -(weights * weights.log()).sum(-1)", "NaN"),
-    "spectral_angle": ("def spectral_angle(q, k):\n    return torch.arccos((q @ k.transpose(-2, -1)).clamp(-1, 1))",
-                       "wrong values"),
     "hyperplane_agreement": ("def hyperplane_agreement(q, k, normals):\n    a, b = (q @ normals.T > 0).float(), (k @ normals.T > 0).float()\n"
                              "    return a @ b.transpose(-2, -1) / len(normals)", "wrong values"),
     "angular_weights": ("def angular_weights(q, k):\n    return mc.angular_similarity(q, k)", "wrong values"),
@@ -72,36 +76,62 @@ WRONG = {
                      "    padded = F.pad(v, (0, 0, size // 2, size // 2))\n"
                      "    return sum(weight[:, size - 1 - t, None, None] * padded[..., t:t + n, :] for t in range(size))",
                      "wrong values"),
-    "masked_softmax_branch": ("def masked_softmax_branch(q, k, v, threshold):\n"
-                              "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1)\n"
-                              "    p = p * (p > threshold)\n    return p / p.sum(-1, keepdim=True).clamp_min(1e-9) @ v",
-                              "wrong values"),
     "softmax_attention_macs": ("def softmax_attention_macs(tokens, width, heads):\n"
                                "    return 3 * tokens * width * width + 2 * tokens * tokens * width", "1 × N·C²"),
     "patchify": ("def patchify(images, patch):\n    return rearrange(images, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)', p1=patch, p2=patch)",
                  "wrong values"),
     "castle_model": ("def castle_model(model):\n    for m in model.modules():\n        if isinstance(m, CastlingAttention):\n"
                      "            m.castle()\n    return model", "half"),
-    "warmup_cosine": ("def warmup_cosine(step, total_steps, warmup_steps, peak):\n    if step < warmup_steps:\n"
-                      "        return peak * step / warmup_steps\n"
-                      "    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps)))",
-                      "warm-up"),
-    "smoothed_cross_entropy": ("def smoothed_cross_entropy(logits, labels, smoothing):\n    k = logits.shape[-1]\n"
-                               "    target = F.one_hot(labels, k) * (1 - smoothing) + (1 - F.one_hot(labels, k)) * smoothing / (k - 1)\n"
-                               "    return -(target * logits.log_softmax(-1)).sum(-1).mean()", "wrong values"),
-    "crop_flip": ("def crop_flip(images, offsets, flips, padding):\n    h, w = images.shape[-2:]\n"
-                  "    padded = torch.where(flips[:, None, None, None], F.pad(images, (padding,) * 4).flip(-1), F.pad(images, (padding,) * 4))\n"
-                  "    return torch.stack([p[:, r:r + h, c:c + w] for p, (r, c) in zip(padded, offsets.tolist())])",
-                  "wrong values"),
-    "speedups": ("def speedups(rows, method, peer):\n    s = {(r['method'], r['tokens']): r['seconds'] for r in rows}\n"
-                 "    return {n: s[method, n] / s[peer, n] for (m, n) in s if m == method and s.get((peer, n)) and s[method, n]}",
-                 "upside down"),
-    "crossover_tokens": ("def crossover_tokens(rows, fast, slow):\n    s = {(r['method'], r['tokens']): r['seconds'] for r in rows}\n"
-                         "    for n in sorted({r['tokens'] for r in rows}):\n"
-                         "        if s.get((fast, n)) and s.get((slow, n)) and s[fast, n] < s[slow, n]:\n            return n\n",
-                         "the crossover is"),
-    "elu_linear_attention": ("def elu_linear_attention(q, k, v):\n    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1\n"
-                             "    w = phi_q @ phi_k.transpose(-2, -1)\n    return w / w.sum(-1, keepdim=True) @ v", "N² ="),
+    "hashed_angular_attention": ("def hashed_angular_attention(q, k, v, normals):\n"
+                                 "    s = lambda x: torch.where(x @ normals.T > 0, 1.0, -1.0)\n"
+                                 "    sq, sk = s(q), s(k)\n"
+                                 "    return sq @ (sk.transpose(-2, -1) @ v) / (sq @ sk.sum(-2).unsqueeze(-1))",
+                                 "wrong values"),
+    "padded_linear_angular": ("def padded_linear_angular(q, k, v, key_mask):\n"
+                              "    keep = key_mask.unsqueeze(-1).to(v.dtype)\n"
+                              "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1) * keep\n"
+                              "    v = v * keep\n"
+                              "    numerator = 0.5 * v.sum(-2, keepdim=True) + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi\n"
+                              "    return numerator / (0.5 * k.shape[-2] + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)",
+                              "wrong values"),
+    "alpha_at": ("def alpha_at(t, alpha0, end):\n"
+                 "    return alpha0 * 0.5 * (1 + math.cos(math.pi * t / end))",
+                 "after the decay window"),
+    "official_castling_attention": ("def official_castling_attention(q, k, v, conv_weight, alpha, threshold):\n"
+                                    "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
+                                    "    linear = F.normalize(0.5 * v + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi, dim=-1)\n"
+                                    "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+                                    "    return linear + alpha * (p * (p > threshold)) @ v + token_dwconv(v, conv_weight)",
+                                    "wrong values"),
+    "set_alpha_everywhere": ("def set_alpha_everywhere(model, alpha):\n"
+                             "    for m in model.modules():\n"
+                             "        if isinstance(m, CastlingAttention):\n"
+                             "            m.alpha = alpha",
+                             "changes the label"),
+    "layer_mask_density": ("def layer_mask_density(layer, x):\n"
+                           "    q, k, _ = layer.split_qkv(x)\n"
+                           "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+                           "    return (p > layer.threshold).float().mean().item()",
+                           "mask='relative'"),
+    "layer_sharpness": ("def layer_sharpness(layer, x):\n"
+                        "    q, k, _ = layer.split_qkv(x)\n"
+                        "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+                        "    return p.amax(-1).mean().item() * p.shape[-1]",
+                        "the answer is"),
+    "sharpness_bound": ("def sharpness_bound(tokens):\n"
+                        "    return (0.5 + 1 / math.pi) / (0.5 - 1 / math.pi)",
+                        "For one token it must be 1"),
+    "difference_interval": ("def difference_interval(a, b):\n"
+                            "    d = statistics.mean(a) - statistics.mean(b)\n"
+                            "    half = 1.96 * math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b))\n"
+                            "    return d, (d - half, d + half)",
+                            "Too narrow"),
+    "seeds_needed": ("def seeds_needed(std, half_width):\n"
+                     "    n = 2\n"
+                     "    while 1.96 * std * math.sqrt(2 / n) > half_width:\n"
+                     "        n += 1\n"
+                     "    return n",
+                     "too few"),
 }
 
 
@@ -146,49 +176,78 @@ def test_checker_rejects_a_wrong_answer_in_words(name):
     assert words in feedback, feedback
 
 
+@pytest.mark.parametrize("number", sorted({e.tutorial for e in check.EXERCISES.values()}))
+def test_each_tutorials_exercises_climb_from_warm_up_to_stretch(number):
+    levels = [e.level for e in check.for_tutorial(number)]
+    assert levels[0] == "warm-up" and levels[-1] == "stretch", levels
+    assert levels == sorted(levels, key=check.LEVELS.index), levels
+
+
+CODE_IN_A_HINT = re.compile(r"\[\.\.\.|\bdim=|keepdim|\w\s*@\s*\w|\.(transpose|sum|mean|cumsum|pad)\(|\bfor \w+ in\b")
+
+
+@pytest.mark.parametrize("name", sorted(check.EXERCISES))
+def test_hints_guide_without_giving_the_solution(name):
+    """A hint says where to start in words: no indexing, reductions or loops in code, and no expression
+    from the worked solution."""
+    assert not CODE_IN_A_HINT.search(check.EXERCISES[name].hint), check.EXERCISES[name].hint
+    _, source = SOLUTIONS[name]
+    body = ast.parse(source).body[-1].body[1:]  # after the docstring
+    hint = check.EXERCISES[name].hint.replace(" ", "")
+    for node in (n for statement in body for n in ast.walk(statement)):
+        naming_an_api = isinstance(node, ast.Call) and all(  # `model.modules()`, `t_quantile(df)` point the way
+            isinstance(a, (ast.Name, ast.Constant)) for a in node.args + [k.value for k in node.keywords])
+        if isinstance(node, (ast.BinOp, ast.Call, ast.Compare, ast.Subscript)) and not naming_an_api:
+            expression = ast.unparse(node).replace(" ", "")
+            if len(expression) > 12:
+                assert expression not in hint, f"the hint for {name} gives away `{ast.unparse(node)}`"
+
+
 # --- the shared feedback, on one exercise -------------------------------------------------------
 
-def feedback_for(source: str, name: str = "softmax_attention") -> str:
+def feedback_for(source: str, name: str = "causal_softmax_attention") -> str:
     return verdict(name, source, SOLUTIONS[name][0])
 
 
+WEIGHTS = ("def causal_softmax_attention(q, k, v):\n"  # the right causal weights, then a variation on the output
+           "    n = q.shape[-2]\n"
+           "    later = torch.ones(n, n, dtype=torch.bool).triu(1)\n"
+           "    w = torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(later, -math.inf), -1)\n")
+RIGHT = "torch.nn.functional.scaled_dot_product_attention({q}, {k}, {v}, is_causal=True)"
+
+
 def test_feedback_names_shape_axes_and_the_inputs():
-    text = feedback_for("def softmax_attention(q, k, v):\n    return torch.softmax(q @ k.transpose(-2, -1), -1)")
+    text = feedback_for(WEIGHTS + "    return w")
     assert "wrong shape" in text and "expected (2, 3, 6, 4), got (2, 3, 6, 6)" in text and "q (2, 3, 6, 4)" in text
 
 
 def test_feedback_on_a_cut_or_wrong_gradient():
-    text = feedback_for("def softmax_attention(q, k, v):\n"
-                        "    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1)\n"
-                        "    return w.detach() @ v")
-    assert "no gradient reaches `q`" in text
-    text = feedback_for("def softmax_attention(q, k, v):\n"
-                        "    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1)\n"
-                        "    return (w.detach() + (w - w.detach()) / 2) @ v")  # right values, half the gradient
+    assert "no gradient reaches `q`" in feedback_for(WEIGHTS + "    return w.detach() @ v")
+    text = feedback_for(WEIGHTS + "    return (w.detach() + (w - w.detach()) / 2) @ v")  # right values, half the gradient
     assert "the gradient with respect to `q` has the right shape but wrong values" in text
 
 
 def test_feedback_on_no_gradient_at_all():
-    text = feedback_for("def softmax_attention(q, k, v):\n    return mc.quadratic_attention(q, k, v).detach()")
+    text = feedback_for("def causal_softmax_attention(q, k, v):\n    return " + RIGHT.format(q="q", k="k", v="v") + ".detach()")
     assert "no gradient flows" in text
 
 
 def test_feedback_on_an_input_changed_in_place():
-    text = feedback_for("def softmax_attention(q, k, v):\n    q /= math.sqrt(q.shape[-1])\n"
-                        "    return torch.softmax(q @ k.transpose(-2, -1), -1) @ v")
+    text = feedback_for("def causal_softmax_attention(q, k, v):\n    q /= 2\n    return " + RIGHT.format(q="q", k="k", v="v"))
     assert "changed its input `q` in place" in text
 
 
 def test_feedback_on_dtype_type_and_parameter_names():
+    function = "def causal_softmax_attention({args}):\n    return {body}"
     assert "should be torch.float32" in feedback_for(
-        "def softmax_attention(q, k, v):\n    return mc.quadratic_attention(q.double(), k.double(), v.double())")
+        function.format(args="q, k, v", body=RIGHT.format(q="q.double()", k="k.double()", v="v.double()")))
     assert "should be a torch.Tensor" in feedback_for(
-        "def softmax_attention(q, k, v):\n    return mc.quadratic_attention(q, k, v).tolist()")
+        function.format(args="q, k, v", body=RIGHT.format(q="q", k="k", v="v") + ".tolist()"))
     assert "Keep the parameter names" in feedback_for(
-        "def softmax_attention(query, key, value):\n    return mc.quadratic_attention(query, key, value)")
-    assert "times 2" in feedback_for("def softmax_attention(q, k, v):\n    return 2 * mc.quadratic_attention(q, k, v)")
+        function.format(args="query, key, value", body=RIGHT.format(q="query", k="key", v="value")))
+    assert "times 2" in feedback_for(function.format(args="q, k, v", body="2 * " + RIGHT.format(q="q", k="k", v="v")))
     with pytest.raises(check.CheckFailed, match="pass your function itself"):
-        check.softmax_attention("softmax_attention")
+        check.causal_softmax_attention("causal_softmax_attention")
 
 
 def test_notebooks_show_the_feedback_without_a_traceback():
@@ -207,7 +266,8 @@ def test_tutorial_ends_with_three_checked_exercises(path):
     names = [e.name for e in check.for_tutorial(number)]
     assert len(names) == len(sections)
     for index, (heading, solution, check_cell) in enumerate(sections, 1):
-        assert heading.startswith(f"### Exercise {index} ·"), heading
+        level = check.EXERCISES[names[index - 1]].level
+        assert heading.startswith(f"### Exercise {index} · {level} · "), heading
         assert is_solution(solution), f"{path.name}: the cell under '{heading}' must be tagged 'solution'"
         name = names[index - 1]
         assert source_of(check_cell).strip() == f"check.{name}({name})"
@@ -276,3 +336,13 @@ def test_castle_model_asks_for_a_runtime_error():
     text = verdict("castle_model", "def castle_model(model):\n    raise ValueError('alpha is not 0')",
                    SOLUTIONS["castle_model"][0])
     assert "should raise RuntimeError, but your function raised ValueError: alpha is not 0" in text
+
+
+def test_the_answer_key_answers_every_exercise_and_stays_out_of_the_student_copies(tmp_path):
+    key = (ROOT / "tutorials" / "answer_key.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## (\d\d) · .*?\n(.*?)(?=^## )", key, re.S | re.M))
+    for number in sorted({e.tutorial for e in check.EXERCISES.values()}):
+        answered = re.findall(r"^\*\*Exercise (\d) \(", sections.get(number, ""), re.M)
+        assert answered == [str(e.number) for e in check.for_tutorial(number)], number
+    written = write_assignments(ROOT / "tutorials", tmp_path)
+    assert all(path.suffix == ".ipynb" for path in written) and not list(tmp_path.glob("*.md"))

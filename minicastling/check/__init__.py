@@ -1,0 +1,23 @@
+"""Exercise checkers: your function beside minicastling's reference, on random cases, in plain words.
+
+Every tutorial ends with exercises, graded warm-up → core → stretch, that each ask for one function;
+`check.NAME(your_function)` runs it on random inputs next to the reference and says what differs: the
+type, the shape, the values (and where), the gradient, an input changed in place, or an N × N matrix
+where O(N) was asked for. A pass prints one line; a failure raises CheckFailed, whose message is the
+whole story. `EXERCISES` lists them all with their hints (which the student copies of
+`python -m minicastling assignments` put into their stubs).
+
+Layout: `core` holds what every checker shares; `tutorial01` … `tutorial07` hold one tutorial's
+checkers each, with the references they compare against.
+"""
+
+from .core import EXERCISES, LEVELS, CheckFailed, Exercise, for_tutorial
+from .tutorial01 import causal_softmax_attention, gaussian_attention, row_entropy
+from .tutorial02 import angular_weights, hashed_angular_attention, hyperplane_agreement
+from .tutorial03 import angular_attention_order1, arccos_series, causal_linear_angular, padded_linear_angular
+from .tutorial04 import alpha_at, fraction_masked, official_castling_attention, token_dwconv
+from .tutorial05 import castle_model, patchify, softmax_attention_macs
+from .tutorial06 import layer_mask_density, layer_sharpness, set_alpha_everywhere
+from .tutorial07 import difference_interval, seeds_needed, sharpness_bound
+
+__all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

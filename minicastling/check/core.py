@@ -1,0 +1,278 @@
+"""What every checker shares: calling the student's function safely, comparing tensors and numbers,
+and saying in words what differs.
+
+A checker is written as checker(ex, fn) in its tutorial's module (tutorial01.py … tutorial07.py) and
+registered with @exercise; a pass prints one line, a failure raises CheckFailed, whose message is the
+whole story (notebooks show it without a traceback).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class CheckFailed(Exception):
+    """A checker's verdict: what was wrong, where, and what to try."""
+
+    def _render_traceback_(self):  # IPython shows these lines instead of a traceback
+        return ["CheckFailed: " + str(self)]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    tutorial: str
+    number: int
+    level: str  # "warm-up", "core" or "stretch"
+    name: str
+    hint: str
+
+    @property
+    def label(self) -> str:
+        return f"Exercise {self.tutorial}.{self.number} ({self.name})"
+
+
+EXERCISES: dict[str, Exercise] = {}  # by the name of the function the student writes
+
+
+LEVELS = ("warm-up", "core", "stretch")
+
+
+def exercise(tutorial: str, number: int, level: str, hint: str):
+    """Register a checker under its own name, which is also the name of the function it checks.
+
+    The checker is written as checker(ex, fn) and called as check.NAME(fn): ex is its Exercise.
+    The hint says where to start, never the code: student copies raise it from their stubs.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+
+    def register(checker):
+        entry = Exercise(tutorial, number, level, checker.__name__, hint)
+        EXERCISES[entry.name] = entry
+
+        def run(fn) -> None:
+            checker(entry, fn)
+
+        run.__name__, run.__qualname__, run.__doc__ = checker.__name__, checker.__qualname__, checker.__doc__
+        return run
+    return register
+
+
+def for_tutorial(tutorial: str) -> list:
+    return sorted((e for e in EXERCISES.values() if e.tutorial == tutorial), key=lambda e: e.number)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machinery every checker shares
+
+def describe(case: dict) -> str:
+    """The inputs of a case as a person reads them: `q (2, 3, 5, 4), threshold=0.1`."""
+    parts = []
+    for name, value in case.items():
+        if isinstance(value, torch.Tensor):
+            parts.append(f"{name} {tuple(value.shape)}")
+        elif isinstance(value, torch.nn.Module):
+            parts.append(f"{name}=a {type(value).__name__}")
+        elif callable(value):
+            parts.append(f"{name}={getattr(value, '__name__', 'a function')}")
+        elif isinstance(value, list):
+            parts.append(f"{name} (a list of {len(value)})")
+        else:
+            parts.append(f"{name}={value!r}")
+    return ", ".join(parts)
+
+
+def call(ex: Exercise, fn, case: dict):
+    """fn(**case), with everything that can go wrong on the way said in words."""
+    if not callable(fn):
+        raise CheckFailed(f"{ex.label}: pass your function itself, as in check.{ex.name}({ex.name}); "
+                          f"got a {type(fn).__name__}")
+    originals = {k: v.detach().clone() for k, v in case.items() if isinstance(v, torch.Tensor)}
+    try:
+        out = fn(**case)
+    except NotImplementedError:
+        raise CheckFailed(f"{ex.label} is not written yet: replace the `raise NotImplementedError` line "
+                          f"with your code, run that cell, then this one.\nHint: {ex.hint}") from None
+    except CheckFailed:
+        raise
+    except Exception as error:  # the student's bug, reported with the inputs that triggered it
+        advice = ""
+        if isinstance(error, TypeError) and "argument" in str(error):
+            advice = f"\nKeep the parameter names of the exercise's stub: the checker calls {ex.name}({', '.join(case)})."
+        raise CheckFailed(f"{ex.label}: your function raised {type(error).__name__}: {error}\n"
+                          f"It was called with {describe(case)}.{advice}") from None
+    for name, before in originals.items():
+        if not torch.equal(case[name].detach(), before) and not _same_nan(case[name].detach(), before):
+            raise CheckFailed(f"{ex.label}: your function changed its input `{name}` in place "
+                              f"(called with {describe(case)}). Work on new tensors (x = x / n, not x /= n): "
+                              "the caller still needs its input.")
+    return out
+
+
+def _same_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.is_floating_point() and torch.equal(torch.nan_to_num(a, 1.0), torch.nan_to_num(b, 1.0))
+
+
+def _index(flat_index: int, shape) -> tuple:
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat_index), tuple(shape)))
+
+
+def same_tensor(ex: Exercise, got, expected: torch.Tensor, case: dict, rtol: float, atol: float,
+                what: str = "your output") -> None:
+    """got ≈ expected, or CheckFailed saying how it is not: type, shape, dtype, NaN, values."""
+    where = f"for {describe(case)}"
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{ex.label}: {what} should be a torch.Tensor of shape {tuple(expected.shape)}; "
+                          f"got a {type(got).__name__} {where}.")
+    if got.shape != expected.shape:
+        advice = ""
+        if got.numel() == expected.numel():
+            advice = " It has the right number of entries in another arrangement: check the order of your axes (a transpose?)."
+        elif got.dim() != expected.dim():
+            advice = (" It has a different number of axes: keep every leading (batch, head) axis, and write the "
+                      "function for any number of them (index from the end: dim=-1, -2).")
+        raise CheckFailed(f"{ex.label}: {what} has the wrong shape {where}: expected {tuple(expected.shape)}, "
+                          f"got {tuple(got.shape)}.{advice}")
+    if expected.is_floating_point() and got.dtype != expected.dtype:
+        raise CheckFailed(f"{ex.label}: {what} is {got.dtype} but should be {expected.dtype} like the inputs "
+                          f"({where}). A tensor you created has another dtype: make it with dtype=x.dtype.")
+    if expected.is_floating_point():
+        broken = ~torch.isfinite(got) & torch.isfinite(expected)
+        if broken.any():
+            first = _index(int(broken.flatten().nonzero()[0]), got.shape)
+            raise CheckFailed(
+                f"{ex.label}: {what} has {int(broken.sum())} NaN or infinite entries {where}, the first at index "
+                f"{first} (expected {expected[first].item():.6g}). Usual causes: dividing by a zero norm or sum, "
+                "log(0), 0 · log(0), or arccos of a value a rounding error above 1 (clamp it).")
+        close = torch.isclose(got.double(), expected.double(), rtol=rtol, atol=atol)
+    else:
+        close = got == expected
+    if not close.all():
+        difference = (got.double() - expected.double()).abs()
+        worst = _index(int(difference.flatten().argmax()), got.shape)
+        message = (f"{ex.label}: {what} has the right shape but wrong values {where}: {int((~close).sum())} of "
+                   f"{close.numel()} entries are off; the largest difference is at index {worst}: expected "
+                   f"{expected[worst].item():.6g}, got {got[worst].item():.6g}.")
+        factor = _constant_factor(got, expected)
+        if factor is not None:
+            message += (f" Everywhere, yours is the reference times {factor:.4g}: a scale factor is missing or "
+                        "extra (√d, π, ½, a count?).")
+        raise CheckFailed(message)
+
+
+def _constant_factor(got: torch.Tensor, expected: torch.Tensor):
+    if not expected.is_floating_point() or not got.is_floating_point():
+        return None
+    e, g = expected.double().flatten(), got.double().flatten()
+    if e.norm() == 0:
+        return None
+    factor = float((g @ e) / (e @ e))
+    if abs(factor - 1) > 1e-3 and torch.allclose(g, factor * e, rtol=1e-4, atol=1e-6):
+        return factor
+    return None
+
+
+def same_gradients(ex: Exercise, fn, reference, case: dict, differentiable, rtol: float, atol: float) -> None:
+    """The gradients of Σ w · output with respect to each differentiable input match the reference's."""
+    def gradients(function, is_student):
+        inputs = {k: (v.detach().clone().requires_grad_(k in differentiable) if isinstance(v, torch.Tensor) else v)
+                  for k, v in case.items()}
+        out = call(ex, function, inputs) if is_student else function(**inputs)
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return None
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=out.dtype)
+        (out * weight).sum().backward()
+        return {k: inputs[k].grad for k in differentiable}
+
+    expected, got = gradients(reference, False), gradients(fn, True)
+    if got is None:
+        raise CheckFailed(f"{ex.label}: your values are right, but no gradient flows through your function "
+                          f"(for {describe(case)}): somewhere the computation left autograd — .detach(), .item(), "
+                          ".numpy(), torch.tensor(...) of a tensor, or torch.no_grad(). Training needs it.")
+    for name in differentiable:
+        if got[name] is None:
+            raise CheckFailed(f"{ex.label}: your values are right, but no gradient reaches `{name}` "
+                              f"(for {describe(case)}): part of the computation on `{name}` was detached.")
+        same_tensor(ex, got[name], expected[name], case, rtol, atol, what=f"the gradient with respect to `{name}`")
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any operation creates."""
+
+    def __init__(self):
+        super().__init__()
+        self.shape, self.numel = (), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor) and tensor.numel() > self.numel:
+                self.shape, self.numel = tuple(tensor.shape), tensor.numel()
+        return out
+
+
+def linear_in_tokens(ex: Exercise, fn, tokens: int = 2048, head_dim: int = 4, extra=None) -> None:
+    """Fails if fn builds any tensor with N² entries for N tokens: the thing O(N) attention avoids.
+
+    extra(tokens, head_dim) gives the function's other inputs, if it has any.
+    """
+    g = torch.Generator().manual_seed(3)
+    case = {name: torch.randn(1, 1, tokens, head_dim, generator=g) for name in ("q", "k", "v")}
+    case.update(extra(tokens, head_dim) if extra else {})
+    with torch.no_grad(), _LargestTensor() as largest:
+        call(ex, fn, case)
+    if largest.numel >= tokens * tokens:
+        raise CheckFailed(f"{ex.label}: your values are right, but for N = {tokens} tokens your function built a "
+                          f"tensor of shape {largest.shape} ({largest.numel:,} entries, N² = {tokens * tokens:,}): "
+                          "that is the O(N²) matrix this exercise avoids. Multiply keys with values first "
+                          "(associativity), so no tensor has a token axis twice.")
+
+
+def compare(ex: Exercise, fn, reference, cases, differentiable=(), rtol=1e-4, atol=1e-5) -> None:
+    """Values on every case, then gradients on every case that has differentiable inputs."""
+    for case in cases:
+        same_tensor(ex, call(ex, fn, case), reference(**case), case, rtol, atol)
+    for case in cases:
+        if differentiable and all(case[name].is_floating_point() for name in differentiable):
+            same_gradients(ex, fn, reference, case, differentiable, rtol * 10, atol * 10)
+
+
+def same_number(ex: Exercise, got, expected: float, case: dict, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
+                explain: str = "") -> None:
+    """A function that returns one number: a Python number (or a one-element tensor) close to expected."""
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        raise CheckFailed(f"{ex.label}: return a number; got a {type(got).__name__} for {describe(case)}.")
+    if not math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol):
+        raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected:.6g}; yours is {got:.6g}."
+                          + (f" {explain}" if explain else ""))
+
+
+def passed(ex: Exercise, what: str) -> None:
+    print(f"✓ {ex.label} passed: {what}")
+
+
+def _randn(*shape, generator, scale=1.0):
+    return torch.randn(*shape, generator=generator) * scale
+
+
+def _qk_cases(seed: int, scale: float = 1.0) -> list:
+    """The q, k of _qkv_cases, for exercises on attention weights rather than outputs."""
+    return [{"q": case["q"], "k": case["k"]} for case in _qkv_cases(seed, scale)]
+
+
+def _qkv_cases(seed: int, scale: float = 1.0, cross: bool = True) -> list:
+    """Random q, k, v with batch and head axes, without them, and with more keys than queries."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [((2, 3, 6, 4), (2, 3, 6, 4), 4), ((7, 5), (7, 5), 3), ((1, 1, 1, 4), (1, 1, 1, 4), 4)]
+    if cross:
+        shapes.append(((2, 2, 5, 3), (2, 2, 9, 3), 6))
+    cases = []
+    for q_shape, k_shape, dv in shapes:
+        v_shape = (*k_shape[:-1], dv)
+        cases.append({"q": _randn(*q_shape, generator=g, scale=scale), "k": _randn(*k_shape, generator=g, scale=scale),
+                      "v": _randn(*v_shape, generator=g)})
+    return cases

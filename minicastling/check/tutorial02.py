@@ -1,0 +1,71 @@
+"""Tutorial 02 · angular kernels: angular attention weights, angles from random hyperplanes, and
+attention with the hashed angular kernel in O(N)."""
+
+import math
+
+import torch
+
+from .core import CheckFailed, Exercise, _qk_cases, _qkv_cases, _randn, call, compare, describe, exercise, \
+    linear_in_tokens, passed, same_tensor
+
+
+@exercise("02", 1, "warm-up", "section 1 gave the angular similarity 1 − θ/π of every (query, key) pair; attention "
+                              "weights are those similarities made into a distribution over each query's keys.")
+def angular_weights(ex: Exercise, fn) -> None:
+    """Row-normalised angular kernel: the attention weights linear-angular attention approximates."""
+    from ..attention import attention_weights
+
+    compare(ex, fn, lambda q, k: attention_weights(q, k, "angular"), _qk_cases(7), ("q", "k"))
+    passed(ex, "4 random cases match attention_weights(q, k, 'angular') in values and gradients.")
+
+
+@exercise("02", 2, "core", "for one hyperplane, the side a vector lies on is the sign of its dot product with the "
+                           "plane's normal. You need, for every (query, key) pair, the share of the P planes on which "
+                           "the two sides agree: line the axes up so that every pair meets every plane.")
+def hyperplane_agreement(ex: Exercise, fn) -> None:
+    """The share of random hyperplanes that put q_i and k_j on the same side: ≈ 1 − θ/π."""
+    from ..kernels import angular_similarity
+
+    g = torch.Generator().manual_seed(6)
+    planes = 8000
+    for q_shape, k_shape in [((5, 4), (6, 4)), ((2, 3, 4, 3), (2, 3, 2, 3))]:
+        case = {"q": _randn(*q_shape, generator=g), "k": _randn(*k_shape, generator=g),
+                "normals": _randn(planes, q_shape[-1], generator=g)}
+        expected = angular_similarity(case["q"], case["k"])
+        got = call(ex, fn, case)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
+            counts = got.double() * planes
+            if not torch.allclose(counts, counts.round(), atol=1e-3):
+                raise CheckFailed(f"{ex.label}: every answer should be a count of hyperplanes divided by P = {planes}, "
+                                  f"but yours are not (for {describe(case)}): average booleans over the P axis only.")
+            got = got.to(expected.dtype)
+        # 4.5 standard deviations of a mean of P coin flips: a right answer fails about once in 10⁵ entries
+        same_tensor(ex, got, expected, case, rtol=0.0, atol=4.5 * math.sqrt(0.25 / planes))
+    passed(ex, f"with {planes} random hyperplanes your agreement is within Monte Carlo error of 1 − θ/π everywhere.")
+
+
+def hashed_kernel(q: torch.Tensor, k: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """The share of the given hyperplanes on which q_i and k_j agree, as an explicit (…, N, M) matrix."""
+    side_q, side_k = q @ normals.T > 0, k @ normals.T > 0  # (…, N, P), (…, M, P)
+    return (side_q.unsqueeze(-2) == side_k.unsqueeze(-3)).to(q.dtype).mean(-1)
+
+
+def _with_normals(cases: list, planes: int, seed: int) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [dict(case, normals=_randn(planes, case["q"].shape[-1], generator=g)) for case in cases]
+
+
+@exercise("02", 3, "stretch", "write the agreement of exercise 2 as one dot product φ(q)·φ(k) of features you choose: "
+                              "with signs s = ±1 per plane, 'same side' is (1 + s_q·s_k)/2. Once the kernel is a dot "
+                              "product of features, group the matrix products so that the keys meet the values first.")
+def hashed_angular_attention(ex: Exercise, fn) -> None:
+    """Attention whose kernel is the share of P hyperplanes two tokens agree on, in O(N·P) and without an N × N matrix."""
+    def reference(q, k, v, normals):
+        weights = hashed_kernel(q, k, normals)  # (…, N, M)
+        return weights / weights.sum(-1, keepdim=True) @ v
+
+    cases = _with_normals(_qkv_cases(19), planes=64, seed=20)
+    compare(ex, fn, reference, cases, ("v",))  # the signs carry no gradient to q and k
+    linear_in_tokens(ex, fn, extra=lambda tokens, d: {"normals": torch.randn(64, d, generator=torch.Generator().manual_seed(4))})
+    passed(ex, "values and gradients (for v) match attention with the explicit N × N agreement matrix of the same "
+               "64 hyperplanes, and no N × N tensor is built.")

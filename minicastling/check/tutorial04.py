@@ -1,0 +1,89 @@
+"""Tutorial 04 · residual branches and castling: the α schedule, the mask that fires, the DWConv
+branch, and the authors' whole layer per head."""
+
+import torch
+
+from .core import Exercise, _qk_cases, _qkv_cases, _randn, call, compare, exercise, passed, same_number
+
+
+@exercise("04", 1, "warm-up", "split [0, 1] into the decay window [0, end) and what follows it. Inside the window, "
+                              "s = t / end is the share of the decay done, and half a cosine period takes ½(1 + cos πs) "
+                              "from 1 at s = 0 to 0 at s = 1. What must α be after the window, and why exactly that?")
+def alpha_at(ex: Exercise, fn) -> None:
+    """α(t): alpha0 at t = 0, a half-cosine decay to 0 at t = end, then exactly 0 (AlphaSchedule's default shape)."""
+    from ..schedule import AlphaSchedule
+
+    for alpha0, end in [(1.0, 0.75), (0.5, 0.5), (2.0, 0.9)]:
+        schedule = AlphaSchedule(alpha0=alpha0, end=end)
+        for t in [i / 20 for i in range(21)] + [end]:
+            case = {"t": t, "alpha0": alpha0, "end": end}
+            phase = "inside the decay window" if t < end else "after the decay window: the branch must be off"
+            same_number(ex, call(ex, fn, case), schedule(t), case, rel_tol=1e-9, abs_tol=1e-12,
+                        explain=f"t = {t:g} is {phase}.")
+    passed(ex, "every t on a grid of 3 schedules matches minicastling.AlphaSchedule, exactly 0 from t = end on.")
+
+
+@exercise("04", 2, "core", "the mask keeps the softmax probabilities above ε = threshold; the share it drops is the "
+                           "rest. Compute the probabilities as section 3 does, then average a boolean over each "
+                           "matrix's two token axes.")
+def fraction_masked(ex: Exercise, fn) -> None:
+    """The share of softmax entries the auxiliary branch's mask zeroes, per (batch, head): how often it does not fire."""
+    from ..branches import attention_probabilities
+
+    reference = lambda q, k, threshold: (attention_probabilities(q, k) <= threshold).float().mean((-2, -1))  # noqa: E731
+    cases = [dict(case, threshold=threshold) for case, threshold in zip(_qk_cases(11, scale=2.0), (0.02, 0.1, 0.5, 0.2))]
+    compare(ex, fn, reference, cases)
+    passed(ex, "4 random cases and thresholds match the mask of the auxiliary branch.")
+
+
+def token_conv_reference(v, weight):
+    """minicastling's TokenConv1d with the given (H, K) filters, applied to v (B, H, N, d)."""
+    from torch.func import functional_call
+
+    from ..branches import TokenConv1d
+
+    heads, size = weight.shape
+    conv = TokenConv1d(heads, size)
+    return functional_call(conv, {"conv.weight": weight[:, None, :, None]}, (v,))  # (K, 1) filter per head
+
+
+@exercise("04", 3, "core", "pad the token axis with K//2 zeros at each end; the output is then a weighted sum of K "
+                           "shifted windows of the padded values, one per tap, each weighted by that tap's per-head "
+                           "weight (shaped to broadcast over B, N and d). Taps run like nn.Conv1d's: no flip.")
+def token_dwconv(ex: Exercise, fn) -> None:
+    """The authors' DWConv: a K-tap filter per head along the flattened token axis, zero padded."""
+    g = torch.Generator().manual_seed(12)
+    cases = [{"v": _randn(*v_shape, generator=g), "weight": _randn(v_shape[1], size, generator=g)}
+             for v_shape, size in [((2, 3, 10, 4), 9), ((1, 2, 5, 3), 3), ((2, 1, 4, 2), 9)]]
+    compare(ex, fn, token_conv_reference, cases, ("v", "weight"))
+    passed(ex, "values and gradients (for v and for the filters) match minicastling.branches.TokenConv1d, "
+               "including filters longer than the sequence.")
+
+
+def official_reference(q, k, v, conv_weight, alpha, threshold):
+    """The authors' layer per head, from minicastling's parts: normalise(½v + q̂ᵀK̂ᵀV/π + α·branch) + DWConv(V)."""
+    from ..attention import linear_angular_attention
+    from ..branches import masked_softmax_attention
+
+    auxiliary = alpha * masked_softmax_attention(q, k, v, threshold)  # (B, H, N, d)
+    return linear_angular_attention(q, k, v, form="official", auxiliary=auxiliary) + token_conv_reference(v, conv_weight)
+
+
+@exercise("04", 4, "stretch", "three pieces, each met already: the linear term with the token's own ½·v_i (tutorial "
+                              "03's official form), the α-weighted masked softmax of section 3, which the authors add "
+                              "before the L2 normalisation over head_dim, and the DWConv of exercise 3, added after it.")
+def official_castling_attention(ex: Exercise, fn) -> None:
+    """What the authors' attention computes per head: normalise(½v_i + q̂_iᵀK̂ᵀV/π + α·(M ⊙ P)V_i) + DWConv(V)_i."""
+    g = torch.Generator().manual_seed(23)
+    cases = []
+    for case, alpha, threshold in zip(_qkv_cases(24, scale=2.5, cross=False), (0.7, 1.3, 0.0), (0.02, 0.1, 0.02)):
+        if case["q"].dim() != 4:  # the DWConv needs (B, H, N, d)
+            case = {name: value.reshape(1, 1, *value.shape) for name, value in case.items()}
+        heads = case["q"].shape[1]
+        cases.append(dict(case, conv_weight=_randn(heads, 3 if case["q"].shape[-2] < 7 else 9, generator=g),
+                          alpha=alpha, threshold=threshold))
+    compare(ex, fn, official_reference, cases, ("q", "k", "v", "conv_weight"))
+    passed(ex, "values and gradients (q, k, v and the filters) match minicastling's official form with its auxiliary "
+               "branch plus TokenConv1d, with the branch at α = 0.7, 1.3 and 0.")
+
+
