@@ -1,5 +1,7 @@
 """Figures the tutorials share: growth with token count, attention maps, the α schedule."""
 
+import textwrap
+
 import matplotlib.pyplot as plt
 
 from .bench import crossover
@@ -24,16 +26,16 @@ def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None):
         points = [(r["tokens"], r[metric] * scale) for r in rows if r["method"] == method and r[metric]]
         if points:
             ax.plot(*zip(*points), marker="o", label=method)
-    if crossing is not None:
+    title = title or ""
+    if crossing is not None:  # said in the title and marked by a line, so no label sits on the curves
         n = crossover(rows, *crossing, metric=metric)
         if n is not None:
             ax.axvline(n, color="gray", linestyle="--", linewidth=1)
-            ax.annotate(f"{crossing[0]}\nfaster from N = {n}", (n, 0.97), xycoords=ax.get_xaxis_transform(),
-                        xytext=(5, 0), textcoords="offset points", va="top", ha="left", fontsize=10,
-                        bbox=dict(boxstyle="round", facecolor="white", edgecolor="gray", alpha=0.9))
+            said = f"dashed: {crossing[0]} faster than {crossing[1]} from N = {n}"
+            title += "\n" + "\n".join(textwrap.wrap(said, 60))
     ax.set(xscale="log", yscale="log", xlabel="tokens N",
            ylabel={"seconds": "time per call (ms)", "peak_mib": "peak memory (MiB)"}[metric])
-    ax.set_title(title or "")
+    ax.set_title(title)
     ax.legend(fontsize=10, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     return ax
@@ -58,7 +60,7 @@ def plot_alpha(schedules: dict, ax=None, points: int = 201):
     for name, schedule in schedules.items():
         ax.plot(progress, [schedule(t) for t in progress], label=name)
     ax.set(xlabel="fraction of training done t", ylabel="α(t), weight of the softmax branch")
-    ax.legend(fontsize=10)
+    ax.legend(fontsize=10, loc="center right")  # every schedule is 1 at the left and 0 at the right
     ax.grid(True, alpha=0.3)
     return ax
 
@@ -94,6 +96,7 @@ def plot_history(runs: dict, title: str = "Training curves"):
         loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label=name)
         acc_ax.plot(epochs, [r["test_acc"] for r in rows], marker="o", label=name)
         if any(r.get("alpha_end_of_epoch", 0) > 0 for r in rows):
+            loss_ax.plot([], [], color="black", linestyle=":", label=f"α of '{name}' (right axis of the accuracy panel)")
             alpha_ax = acc_ax.twinx()
             alpha_ax.plot(epochs, [r["alpha_end_of_epoch"] for r in rows], color="black", linestyle=":")
             alpha_ax.set(ylabel=f"α of '{name}' (dotted)", ylim=(0, 1.05))
@@ -101,7 +104,8 @@ def plot_history(runs: dict, title: str = "Training curves"):
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=10, loc="lower right" if ax is acc_ax else "upper right")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
+    loss_ax.legend(fontsize=10, loc="upper right")  # one legend, where the falling loss leaves room
     fig.suptitle(title)
     fig.tight_layout()
     return fig

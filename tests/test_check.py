@@ -70,8 +70,10 @@ WRONG = {
                                  "    return mc.quadratic_attention(q, k, v, lambda a, b: mc.angular_similarity(a, b, order=1))",
                                  "N² ="),
     "causal_linear_angular": ("def causal_linear_angular(q, k, v):\n    return mc.linear_angular_attention(q, k, v)", "wrong values"),
-    "fraction_masked": ("def fraction_masked(q, k, threshold):\n"
-                        "    return (attention_probabilities(q, k) > threshold).float().mean((-2, -1))", "wrong values"),
+    "mass_kept": ("def mass_kept(q, k, threshold):\n"
+                  "    p = attention_probabilities(q, k)\n"
+                  "    return (p > threshold).float().mean(-1)",
+                  "wrong values"),
     "token_dwconv": ("def token_dwconv(v, weight):\n    size, n = weight.shape[1], v.shape[-2]\n"
                      "    padded = F.pad(v, (0, 0, size // 2, size // 2))\n"
                      "    return sum(weight[:, size - 1 - t, None, None] * padded[..., t:t + n, :] for t in range(size))",
@@ -118,9 +120,9 @@ WRONG = {
                         "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
                         "    return p.amax(-1).mean().item() * p.shape[-1]",
                         "the answer is"),
-    "sharpness_bound": ("def sharpness_bound(tokens):\n"
-                        "    return (0.5 + 1 / math.pi) / (0.5 - 1 / math.pi)",
-                        "For one token it must be 1"),
+    "smallest_weight_bound": ("def smallest_weight_bound(tokens):\n"
+                              "    return (0.5 - 1 / math.pi) / (0.5 + 1 / math.pi)",
+                              "For one token it must be 1"),
     "difference_interval": ("def difference_interval(a, b):\n"
                             "    d = statistics.mean(a) - statistics.mean(b)\n"
                             "    half = 1.96 * math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b))\n"

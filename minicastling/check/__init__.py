@@ -15,9 +15,9 @@ from .core import EXERCISES, LEVELS, CheckFailed, Exercise, for_tutorial
 from .tutorial01 import causal_softmax_attention, gaussian_attention, row_entropy
 from .tutorial02 import angular_weights, hashed_angular_attention, hyperplane_agreement
 from .tutorial03 import angular_attention_order1, arccos_series, causal_linear_angular, padded_linear_angular
-from .tutorial04 import alpha_at, fraction_masked, official_castling_attention, token_dwconv
+from .tutorial04 import alpha_at, mass_kept, official_castling_attention, token_dwconv
 from .tutorial05 import castle_model, patchify, softmax_attention_macs
 from .tutorial06 import layer_mask_density, layer_sharpness, set_alpha_everywhere
-from .tutorial07 import difference_interval, seeds_needed, sharpness_bound
+from .tutorial07 import difference_interval, seeds_needed, smallest_weight_bound
 
 __all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

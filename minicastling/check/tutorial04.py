@@ -7,8 +7,9 @@ from .core import Exercise, _qk_cases, _qkv_cases, _randn, call, compare, exerci
 
 
 @exercise("04", 1, "warm-up", "split [0, 1] into the decay window [0, end) and what follows it. Inside the window, "
-                              "s = t / end is the share of the decay done, and half a cosine period takes ½(1 + cos πs) "
-                              "from 1 at s = 0 to 0 at s = 1. What must α be after the window, and why exactly that?")
+                              "measure how far the decay has gone as a share of the window, and find the half period "
+                              "of a cosine, shifted and scaled, that falls from 1 to 0 over it. What must α be after the "
+                              "window, and why exactly that?")
 def alpha_at(ex: Exercise, fn) -> None:
     """α(t): alpha0 at t = 0, a half-cosine decay to 0 at t = end, then exactly 0 (AlphaSchedule's default shape)."""
     from ..schedule import AlphaSchedule
@@ -23,17 +24,19 @@ def alpha_at(ex: Exercise, fn) -> None:
     passed(ex, "every t on a grid of 3 schedules matches minicastling.AlphaSchedule, exactly 0 from t = end on.")
 
 
-@exercise("04", 2, "core", "the mask keeps the softmax probabilities above ε = threshold; the share it drops is the "
-                           "rest. Compute the probabilities as section 3 does, then average a boolean over each "
-                           "matrix's two token axes.")
-def fraction_masked(ex: Exercise, fn) -> None:
-    """The share of softmax entries the auxiliary branch's mask zeroes, per (batch, head): how often it does not fire."""
+@exercise("04", 2, "core", "the mask keeps the entries of each softmax row that lie above ε; how much of the row's "
+                           "probability do those entries hold together? Rows already sum to 1, so no division is needed.")
+def mass_kept(ex: Exercise, fn) -> None:
+    """The share of each softmax row's probability that the mask [softmax > ε] keeps: what the branch passes on."""
     from ..branches import attention_probabilities
 
-    reference = lambda q, k, threshold: (attention_probabilities(q, k) <= threshold).float().mean((-2, -1))  # noqa: E731
+    def reference(q, k, threshold):
+        probabilities = attention_probabilities(q, k)  # (…, N, M)
+        return (probabilities * (probabilities > threshold)).sum(-1)  # (…, N)
+
     cases = [dict(case, threshold=threshold) for case, threshold in zip(_qk_cases(11, scale=2.0), (0.02, 0.1, 0.5, 0.2))]
-    compare(ex, fn, reference, cases)
-    passed(ex, "4 random cases and thresholds match the mask of the auxiliary branch.")
+    compare(ex, fn, reference, cases, ("q", "k"))
+    passed(ex, "4 random cases and thresholds match, in values and in gradients (which pass only the kept entries).")
 
 
 def token_conv_reference(v, weight):
@@ -69,9 +72,9 @@ def official_reference(q, k, v, conv_weight, alpha, threshold):
     return linear_angular_attention(q, k, v, form="official", auxiliary=auxiliary) + token_conv_reference(v, conv_weight)
 
 
-@exercise("04", 4, "stretch", "three pieces, each met already: the linear term with the token's own ½·v_i (tutorial "
-                              "03's official form), the α-weighted masked softmax of section 3, which the authors add "
-                              "before the L2 normalisation over head_dim, and the DWConv of exercise 3, added after it.")
+@exercise("04", 4, "stretch", "where each term enters is the whole exercise: the α-weighted masked softmax joins the "
+                              "linear term (with the token's own ½·v_i, tutorial 03's official form) before the L2 "
+                              "normalisation over head_dim, and the DWConv of exercise 3 is added after it.")
 def official_castling_attention(ex: Exercise, fn) -> None:
     """What the authors' attention computes per head: normalise(½v_i + q̂_iᵀK̂ᵀV/π + α·(M ⊙ P)V_i) + DWConv(V)_i."""
     g = torch.Generator().manual_seed(23)

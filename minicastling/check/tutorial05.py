@@ -68,9 +68,9 @@ def castle_model(ex: Exercise, fn) -> None:
                "with outputs bit-for-bit unchanged.")
 
 
-@exercise("05", 3, "stretch", "list the layer's matrix products for one image of N tokens: the q, k, v projection, the "
-                              "two products of attention in each of the h heads (head width C/h), and the output "
-                              "projection. An (a × b) by (b × c) product costs a·b·c multiply-accumulates.")
+@exercise("05", 3, "stretch", "follow one image of N tokens through the layer and list every matrix product on the "
+                              "way, per head where the work is per head. An (a × b) by (b × c) product costs a·b·c "
+                              "multiply-accumulates; biases, softmax and other elementwise work are not counted.")
 def softmax_attention_macs(ex: Exercise, fn) -> None:
     """The MACs of one SoftmaxAttention layer, as torch's flop counter measures them."""
     from ..attention import SoftmaxAttention

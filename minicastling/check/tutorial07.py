@@ -8,18 +8,18 @@ import torch
 from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_number
 
 
-@exercise("07", 1, "warm-up", "every weight's numerator ½ + q̂·k̂/π lies between ½ − 1/π and ½ + 1/π. For one key to take "
-                              "the largest possible share of its row, where should its own numerator sit, and where "
-                              "the other N − 1? Then multiply that share by N.")
-def sharpness_bound(ex: Exercise, fn) -> None:
-    """The largest weight × N that row-normalised linear-angular attention can reach over N tokens."""
-    from ..kernels import largest_weight_bound
-
+@exercise("07", 1, "warm-up", "section 2 found the largest share one key can take; now the smallest. Every numerator "
+                              "½ + q̂·k̂/π lies between ½ − 1/π and ½ + 1/π: for one key's share to be as small as it "
+                              "can be, where should its own numerator sit, and where the other N − 1?")
+def smallest_weight_bound(ex: Exercise, fn) -> None:
+    """The smallest value N × w_min can take in a row of N row-normalised linear-angular weights: no key is ignored."""
     for tokens in (1, 2, 36, 49, 64, 1000):
+        high, low = 0.5 + 1 / math.pi, 0.5 - 1 / math.pi
+        expected = tokens * low / (low + (tokens - 1) * high)
         case = {"tokens": tokens}
-        same_number(ex, call(ex, fn, case), largest_weight_bound(tokens), case, rel_tol=1e-9,
-                    explain="For one token it must be 1; as N grows it approaches (½ + 1/π)/(½ − 1/π) from below.")
-    passed(ex, "N = 1 to 1,000 match minicastling.kernels.largest_weight_bound.")
+        same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-9,
+                    explain="For one token it must be 1; as N grows it falls towards (½ − 1/π)/(½ + 1/π) from above.")
+    passed(ex, "N = 1 to 1,000 match the mirror image of minicastling.kernels.largest_weight_bound.")
 
 
 def _accuracy_lists(seed: int) -> list:
@@ -62,9 +62,9 @@ def seeds_reference(std: float, half_width: float) -> int:
     return n
 
 
-@exercise("07", 3, "stretch", "with equal spreads and equal seed counts n, Welch's degrees of freedom are 2(n − 1) "
-                              "and the standard error of the difference is std·√(2/n). Both shrink the interval as n "
-                              "grows: search for the smallest n ≥ 2 whose interval fits.")
+@exercise("07", 3, "stretch", "write the interval's half-width as a function of n when both variants spread alike and "
+                              "have n seeds each (what do Welch's degrees of freedom become then?). It shrinks as n "
+                              "grows in two ways; no closed form gives n, so search.")
 def seeds_needed(ex: Exercise, fn) -> None:
     """How many seeds per variant make the 95 % interval of a difference ± half_width, for runs that spread by std."""
     for std, half_width in [(1.0, 2.0), (2.0, 2.0), (4.5, 1.0), (0.5, 4.0), (3.0, 3.0)]:
