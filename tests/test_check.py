@@ -105,16 +105,24 @@ WRONG = {
                                     "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
                                     "    return linear + alpha * (p * (p > threshold)) @ v + token_dwconv(v, conv_weight)",
                                     "wrong values"),
-    "set_alpha_everywhere": ("def set_alpha_everywhere(model, alpha):\n"
-                             "    for m in model.modules():\n"
-                             "        if isinstance(m, CastlingAttention):\n"
-                             "            m.alpha = alpha",
-                             "changes the label"),
-    "layer_mask_density": ("def layer_mask_density(layer, x):\n"
-                           "    q, k, _ = layer.split_qkv(x)\n"
-                           "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
-                           "    return (p > layer.threshold).float().mean().item()",
-                           "mask='relative'"),
+    "linear_alpha": ("def linear_alpha(t, alpha0, hold, end):\n"
+                     "    if t < hold:\n"
+                     "        return alpha0\n"
+                     "    return max(0.0, alpha0 * (1 - (t - hold) / end))",
+                     "falling"),
+    "model_mask_density": ("def model_mask_density(model, images):\n"
+                           "    densities = []\n"
+                           "    def measure(layer, inputs):\n"
+                           "        q, k, _ = layer.split_qkv(inputs[0])\n"
+                           "        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+                           "        densities.append((p > layer.mask_threshold(k.shape[-2])).float().mean().item())\n"
+                           "    for m in model.modules():\n"
+                           "        if isinstance(m, CastlingAttention):\n"
+                           "            m.register_forward_pre_hook(measure)\n"
+                           "    model.eval()\n"
+                           "    model(images)\n"
+                           "    return sum(densities) / len(densities)",
+                           "training mode"),
     "layer_sharpness": ("def layer_sharpness(layer, x):\n"
                         "    q, k, _ = layer.split_qkv(x)\n"
                         "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"

@@ -1,41 +1,27 @@
-"""Tutorial 06 · training: setting α on a whole model, and watching a layer's mask fire and its
-weights sharpen (or not) as it trains."""
+"""Tutorial 06 · training: another α schedule, where a model's mask fires, and how sharp a castled
+layer's weights are."""
 
-import copy
-import math
 
 import torch
 
 from .core import CheckFailed, Exercise, call, exercise, passed, same_number
-from .tutorial05 import castling_model
 
 
-@exercise("06", 1, "warm-up", "walk the model's submodules and find the CastlingAttention layers. A layer keeps α in "
-                              "two places, a float for people and a buffer its forward multiplies by: which of its "
-                              "methods keeps them in step?")
-def set_alpha_everywhere(ex: Exercise, fn) -> None:
-    """Give the auxiliary branch of every CastlingAttention layer in a model the weight α (what each training step does)."""
-    from ..attention import CastlingAttention, set_alpha
+@exercise("06", 1, "warm-up", "three phases: before `hold`, between `hold` and `end`, after `end`. In the middle one, "
+                              "measure the progress as a share of that window; a straight line takes α from alpha0 to "
+                              "0 across it.")
+def linear_alpha(ex: Exercise, fn) -> None:
+    """α(t) that holds alpha0 until `hold`, falls linearly to 0 at `end`, then stays 0: AlphaSchedule(shape="linear")."""
+    from ..schedule import AlphaSchedule
 
-    model = castling_model()
-    images = torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(25))
-    for alpha in (0.3, 0.0, 0.8):
-        expected_model = copy.deepcopy(model)
-        set_alpha(expected_model, alpha)
-        call(ex, fn, {"model": model, "alpha": alpha})
-        for i, layer in enumerate(m for m in model.modules() if isinstance(m, CastlingAttention)):
-            if layer.alpha != alpha:
-                raise CheckFailed(f"{ex.label}: after your call with alpha={alpha}, layer {i} still has alpha = "
-                                  f"{layer.alpha:g}: set it on every CastlingAttention layer.")
-            if not math.isclose(float(layer.alpha_weight), alpha, rel_tol=1e-6) or layer.branch_on != (alpha != 0):
-                raise CheckFailed(f"{ex.label}: layer {i} reads alpha = {alpha:g}, but the buffer its forward multiplies "
-                                  f"by still holds {float(layer.alpha_weight):g}: assigning layer.alpha changes the label, "
-                                  "not the layer. Use the layer's own method, layer.set_alpha(alpha).")
-        with torch.no_grad():
-            if not torch.equal(model(images), expected_model(images)):
-                raise CheckFailed(f"{ex.label}: with alpha={alpha} the model's outputs differ from a model set with "
-                                  "minicastling's set_alpha: did something besides α change?")
-    passed(ex, "α = 0.3, 0 and 0.8 reach every layer, its forward included, with outputs equal to minicastling's set_alpha.")
+    for alpha0, hold, end in [(1.0, 0.25, 0.75), (0.5, 0.0, 0.5), (2.0, 0.4, 0.9)]:
+        schedule = AlphaSchedule(alpha0=alpha0, hold=hold, end=end, shape="linear")
+        for t in [i / 20 for i in range(21)] + [hold, end]:
+            case = {"t": t, "alpha0": alpha0, "hold": hold, "end": end}
+            phase = "held" if t < hold else "falling" if t < end else "off: the branch must be exactly 0"
+            same_number(ex, call(ex, fn, case), schedule(t), case, rel_tol=1e-9, abs_tol=1e-12,
+                        explain=f"At t = {t:g} α is {phase}.")
+    passed(ex, "every t on a grid of 3 schedules matches AlphaSchedule(shape='linear'), hold and end included.")
 
 
 def _layers_and_tokens() -> list:
@@ -54,25 +40,33 @@ def _layers_and_tokens() -> list:
     return cases
 
 
-def mask_density_reference(layer, x):
-    """Share of the layer's softmax probabilities above its ε, over every batch, head, query and key."""
-    from ..branches import attention_probabilities
+@exercise("06", 2, "core", "each CastlingAttention layer sees its own input, its block's normalised tokens, which only "
+                           "a forward pass produces: capture it on the way in (a forward pre-hook), measure that layer's "
+                           "mask as tutorial 04 did, with the ε the layer uses for that many keys, and average over "
+                           "layers. Measure in eval mode, and leave the model as you found it.")
+def model_mask_density(ex: Exercise, fn) -> None:
+    """The share of softmax entries the auxiliary mask keeps, averaged over a model's CastlingAttention layers."""
+    from ..model import ViT, get_config, mask_density
 
-    with torch.no_grad():
-        q, k, _ = layer.split_qkv(x)  # (B, H, N, d)
-        return (attention_probabilities(q, k) > layer.mask_threshold(k.shape[-2])).float().mean().item()
-
-
-@exercise("06", 2, "core", "get this layer's per-head q and k for the tokens x (the layer can split them for you, as "
-                           "it does in its forward), form the softmax probabilities, and compare them with the ε the "
-                           "layer uses for this many keys: a layer with mask='relative' scales its threshold.")
-def layer_mask_density(ex: Exercise, fn) -> None:
-    """The share of softmax entries a CastlingAttention layer's mask keeps for tokens x: where the branch fires."""
-    for case in _layers_and_tokens():
-        layer = case["layer"]
-        same_number(ex, call(ex, fn, case), mask_density_reference(**case), case, rel_tol=1e-5, abs_tol=1e-6,
-                    explain=f"The layer has {layer.num_heads} heads, threshold={layer.threshold:g} and mask={layer.mask!r}.")
-    passed(ex, "4 layers (absolute and relative masks, 2 to 4 heads, 20 to 64 tokens) match minicastling's mask density.")
+    g = torch.Generator().manual_seed(26)
+    for seed, options in enumerate([dict(threshold=0.02), dict(threshold=1.0, mask="relative"), dict(threshold=0.05)]):
+        torch.manual_seed(seed)
+        model = ViT(get_config("smoke", attention="castling", **options)).train()
+        images = 2 * torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=g)
+        case = {"model": model, "images": images}
+        expected = mask_density(model, images)
+        got = call(ex, fn, case)
+        if not model.training:
+            raise CheckFailed(f"{ex.label}: the model came back in eval mode; it was in training mode. Restore it "
+                              "(model.train(was_training)), or a training loop that measures every epoch stops training.")
+        if any(m._forward_pre_hooks for m in model.modules()):
+            raise CheckFailed(f"{ex.label}: your hooks are still registered on the model: remove each one "
+                              "(hook.remove()) after the forward pass.")
+        same_number(ex, got, expected, case, rel_tol=1e-5, abs_tol=1e-6,
+                    explain=f"The model's layers use threshold={options['threshold']:g}, "
+                            f"mask={options.get('mask', 'absolute')!r}.")
+    passed(ex, "3 smoke models (absolute and relative masks) match minicastling.model.mask_density, and each comes "
+               "back in training mode without hooks.")
 
 
 def sharpness_reference(layer, x):
