@@ -216,6 +216,13 @@ def mask_density(model: nn.Module, images: torch.Tensor) -> float:
     return sum(densities) / len(densities) if densities else 0.0
 
 
+def row_sharpness(weights: torch.Tensor) -> tuple:
+    """(mean of N × each row's largest weight, mean of each row's entropy / log N) for weights (…, N_q, N)."""
+    n = weights.shape[-1]
+    entropy = torch.special.entr(weights).sum(-1) / math.log(n) if n > 1 else torch.zeros(())
+    return weights.amax(-1).mean().item() * n, entropy.mean().item()
+
+
 def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
     """How far the weights a model attends with are from uniform, averaged over layers, heads and rows.
 
@@ -231,9 +238,7 @@ def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
     def sharpness(layer, q, k):
         weights = attention_probabilities(q, k) if isinstance(layer, SoftmaxAttention) else \
             attention_weights(q, k, "angular-linear")  # (B, H, N, N)
-        n = weights.shape[-1]
-        entropy = torch.special.entr(weights).sum(-1) / math.log(n) if n > 1 else torch.zeros(())
-        return weights.amax(-1).mean().item() * n, entropy.mean().item()
+        return row_sharpness(weights)
 
     values = per_layer(model, images, (SoftmaxAttention, CastlingAttention), sharpness)
     if not values:

@@ -72,11 +72,11 @@ def model_mask_density(ex: Exercise, fn) -> None:
 def sharpness_reference(layer, x):
     """Mean over batch, heads and queries of N × the largest linear-angular weight of the row."""
     from ..attention import attention_weights
+    from ..model import row_sharpness
 
     with torch.no_grad():
         q, k, _ = layer.split_qkv(x)  # (B, H, N, d)
-        weights = attention_weights(q, k, "angular-linear")  # (B, H, N, N)
-        return weights.amax(-1).mean().item() * weights.shape[-1]
+        return row_sharpness(attention_weights(q, k, "angular-linear"))[0]
 
 
 @exercise("06", 3, "stretch", "once castled, the layer attends with the linear kernel ½ + q̂·k̂/π, normalised over the "

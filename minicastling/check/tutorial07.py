@@ -13,8 +13,8 @@ from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_
                               "can be, where should its own numerator sit, and where the other N − 1?")
 def smallest_weight_bound(ex: Exercise, fn) -> None:
     """The smallest value N × w_min can take in a row of N row-normalised linear-angular weights: no key is ignored."""
+    high, low = 0.5 + 1 / math.pi, 0.5 - 1 / math.pi  # the range of ½ + q̂·k̂/π
     for tokens in (1, 2, 36, 49, 64, 1000):
-        high, low = 0.5 + 1 / math.pi, 0.5 - 1 / math.pi
         expected = tokens * low / (low + (tokens - 1) * high)
         case = {"tokens": tokens}
         same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-9,
