@@ -61,6 +61,8 @@ def bench(args) -> None:
     e = results["efficiency"]
     print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
           f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
+    print_floor(results)
+    print_compiled(results)
     print_goals(results)
     out = Path(args.out)
     save_json(out, results)
@@ -94,14 +96,43 @@ def print_module_ratios(results) -> None:
               f"({r['training_cost_min']:.2f}-{r['training_cost_max']:.2f})")
 
 
+def print_floor(results) -> None:
+    """The attention alone: the twin's one SDPA call against the calls the castled module cannot avoid."""
+    print("\nattention alone, forward, B=8, C=128, 4 heads (the castled module's floor: its two batched matmuls "
+          "and its conv, timed alone):")
+    for r in results["floor"]:
+        print(f"  {r['tokens']:>5} tokens: SDPA {r['sdpa_ms']:.2f} ms | castled {r['castled_ms']:.2f} ms, of which "
+              f"at least matmuls {r['matmuls_ms']:.2f} + conv {r['conv_ms']:.2f} = {r['floor_ms']:.2f} ms")
+
+
+def print_compiled(results) -> None:
+    """The same comparisons with both sides under torch.compile, or why they were skipped."""
+    compiled = results["compiled"]
+    if "skipped" in compiled:
+        print(f"\ncompiled comparison skipped: {compiled['skipped']}")
+        return
+    print("\nboth sides under torch.compile (castled / twin speed-up, median over rounds and range):")
+    for r in compiled["modules"]:
+        print(f"  module {r['tokens']:>5} tokens {r['mode']:<8} twin {r['twin_ms']:7.2f} ms, castled "
+              f"{r['castled_ms']:7.2f} ms: {r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})")
+    for r in compiled["model_ratios"]:
+        print(f"  model  {r['tokens']:>5} tokens inference twin {r['twin_inference_ms']:7.1f} ms, castled "
+              f"{r['castled_inference_ms']:7.1f} ms: {r['inference_speedup']:.2f}x "
+              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f})")
+
+
 def print_goals(results) -> None:
     from .bench import goal_rows
 
-    print("\ngoals (this run):")
-    for g in goal_rows(results):
-        sign = ">=" if g["direction"] == "at least" else "<="
-        print(f"  {g['what']:<45} {g['tokens']:>5} tokens: {g['value']:5.2f}x ({g['min']:.2f}-{g['max']:.2f}), "
-              f"goal {sign} {g['goal']:.1f}x: {'met' if g['met'] else 'not met'}")
+    runs = {"eager": results}
+    if "skipped" not in results["compiled"]:
+        runs["compiled"] = results["compiled"]
+    for name, run in runs.items():
+        print(f"\ngoals, {name} (this run):")
+        for g in goal_rows(run):
+            sign = ">=" if g["direction"] == "at least" else "<="
+            print(f"  {g['what']:<45} {g['tokens']:>5} tokens: {g['value']:5.2f}x ({g['min']:.2f}-{g['max']:.2f}), "
+                  f"goal {sign} {g['goal']:.1f}x: {'met' if g['met'] else 'not met'}")
 
 
 def train(args) -> int:

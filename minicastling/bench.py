@@ -236,11 +236,23 @@ def ratio_summary(times: dict, peer: str, contender: str) -> dict:
             "peer_ms": 1e3 * statistics.median(times[peer]), "contender_ms": 1e3 * statistics.median(times[contender])}
 
 
-def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, device=torch.device("cpu")):
+def compiler_problem() -> str | None:
+    """None if torch.compile works on this machine, else why not (on a CPU it needs a C++ compiler)."""
+    try:
+        torch.compile(lambda t: t * 2 + 1)(torch.ones(3))
+    except Exception as error:  # whatever the backend raised: the benchmark reports it and goes on
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return None
+
+
+def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, device=torch.device("cpu"),
+                  compiled: bool = False):
     """Castled CastlingAttention against its SoftmaxAttention twin, forward and fwd+bwd, in one run.
 
     Also the training-time module (α = 1, with the masked-softmax branch) up to 256 tokens, and each
     module's multiply–accumulates, so the speed-up can be set against the arithmetic it saves.
+    compiled=True: both sides under torch.compile (the castled module then runs the readable form,
+    which the compiler fuses), without the training-time module.
     Returns rows {tokens, mode, speedup (+ _min, _max over rounds), twin_ms, castled_ms, training_ms,
     twin_macs, castled_macs}.
     """
@@ -250,11 +262,12 @@ def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, 
     modules = {"twin": SoftmaxAttention(dim, heads), "castled": castled_module(dim, heads),
                "training": CastlingAttention(dim, heads, alpha=1.0)}
     modules = {name: module.to(device) for name, module in modules.items()}
+    timed = {name: torch.compile(m, dynamic=False) if compiled else m for name, m in modules.items()}
     rows = []
     for n in tokens:
         x = torch.randn(batch, n, dim, device=device)
         for mode, backward in (("forward", False), ("fwd+bwd", True)):
-            chosen = modules if n <= 256 else {k: m for k, m in modules.items() if k != "training"}
+            chosen = {k: m for k, m in timed.items() if k != "training" or (n <= 256 and not compiled)}
             times = interleaved_times({name: run_once(m, x, backward=backward) for name, m in chosen.items()},
                                       rounds, device=device)
             summary = ratio_summary(times, "twin", "castled")
@@ -310,6 +323,43 @@ def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=1
             **machine_limits(device, repeats)}
 
 
+def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, device=torch.device("cpu")):
+    """What stands between the castled module and its twin: each one's attention alone, forward.
+
+    The twin's attention is one call, SDPA. The castled module's needs at least two batched matmuls
+    (K̂ᵀ[V | 1], then the queries against it) and the depthwise convolution, whatever else is fused
+    away; those three are timed alone, at the module's shapes, beside the whole linear path + conv.
+    Returns rows {tokens, sdpa_ms, matmuls_ms, conv_ms, floor_ms, castled_ms}.
+    """
+    from .branches import TokenConv1d
+    from .fused import linear_angular
+
+    rows, d = [], dim // heads
+    conv = TokenConv1d(heads).to(device)
+    for n in tokens:
+        q, k, v = (torch.randn(batch, heads, n, d, device=device) for _ in range(3))
+        keys, values = torch.randn(batch * heads, n, d, device=device), torch.randn(batch * heads, n, d + 1, device=device)
+        kv = torch.randn(batch * heads, d, d + 1, device=device)
+        qkv = torch.randn(batch, n, 3 * dim, device=device)
+        token_major = torch.randn(batch, n, heads, d, device=device).transpose(1, 2)
+
+        def castled():
+            out, v = linear_angular(qkv, heads)
+            return out + conv(v)
+
+        with torch.no_grad():
+            times = {name: 1e3 * median_time(fn, repeats, 5, device) for name, fn in {
+                "sdpa_ms": lambda: F.scaled_dot_product_attention(q, k, v),
+                "kv_ms": lambda: keys.transpose(1, 2) @ values,
+                "queries_ms": lambda: keys @ kv,
+                "conv_ms": lambda: conv(token_major),
+                "castled_ms": castled,
+            }.items()}
+        matmuls = times.pop("kv_ms") + times.pop("queries_ms")
+        rows.append({"tokens": n, **times, "matmuls_ms": matmuls, "floor_ms": matmuls + times["conv_ms"]})
+    return rows
+
+
 def memory_ratio(tokens=4096, heads=4, head_dim=32, device=torch.device("cpu")):
     """Peak memory of fwd+bwd at `tokens`: linear-angular (kernel) and SDPA against explicit softmax."""
     q, k, v = (torch.randn(1, heads, tokens, head_dim, device=device) for _ in range(3))
@@ -345,12 +395,14 @@ MODEL_SHAPES = {64: dict(patch_size=4), 256: dict(patch_size=2)}  # 32×32 image
 BENCH_MODEL = dict(dim=96, depth=4, num_heads=4, mlp_ratio=2.0)
 
 
-def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), rounds=8, device=torch.device("cpu")):
+def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), rounds=8, device=torch.device("cpu"),
+                 compiled: bool = False):
     """Whole models (a preset with `shape`'s fields overriding it) on 32×32 images: castled inference
     against the twin's, and a training step with the softmax branch on (α = 1) against the twin's, in one run.
 
     Returns rows {tokens, patch_size, inference_speedup (+ _min, _max), training_cost (+ _min, _max),
     and each median in ms}. training_cost = castling step / twin step: above 1 the branch costs time.
+    compiled=True: inference only, both models under torch.compile.
     """
     import torch.nn.functional as F
 
@@ -372,19 +424,23 @@ def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), ro
             return lambda: F.cross_entropy(model.train()(images), labels).backward()
 
         def infer(model):
-            return lambda: torch.no_grad()(model.eval())(images)
+            model = torch.compile(model.eval(), dynamic=False) if compiled else model.eval()
+            return lambda: torch.no_grad()(model)(images)
 
-        times = interleaved_times({"twin train": train_step(twin), "castling train": train_step(castling),
-                                   "twin inference": infer(twin), "castled inference": infer(castled)},
-                                  rounds, seconds_per_round=0.2, device=device)
+        calls = {"twin inference": infer(twin), "castled inference": infer(castled)}
+        if not compiled:
+            calls.update({"twin train": train_step(twin), "castling train": train_step(castling)})
+        times = interleaved_times(calls, rounds, seconds_per_round=0.2, device=device)
         inference = ratio_summary(times, "twin inference", "castled inference")
-        training = ratio_summary(times, "castling train", "twin train")
-        rows.append({"tokens": n, "patch_size": config.patch_size, "inference_speedup": inference["ratio"],
-                     "inference_speedup_min": inference["ratio_min"], "inference_speedup_max": inference["ratio_max"],
-                     "twin_inference_ms": inference["peer_ms"], "castled_inference_ms": inference["contender_ms"],
-                     "training_cost": training["ratio"], "training_cost_min": training["ratio_min"],
-                     "training_cost_max": training["ratio_max"], "castling_train_ms": training["peer_ms"],
-                     "twin_train_ms": training["contender_ms"]})
+        row = {"tokens": n, "patch_size": config.patch_size, "inference_speedup": inference["ratio"],
+               "inference_speedup_min": inference["ratio_min"], "inference_speedup_max": inference["ratio_max"],
+               "twin_inference_ms": inference["peer_ms"], "castled_inference_ms": inference["contender_ms"]}
+        if not compiled:
+            training = ratio_summary(times, "castling train", "twin train")
+            row.update({"training_cost": training["ratio"], "training_cost_min": training["ratio_min"],
+                        "training_cost_max": training["ratio_max"], "castling_train_ms": training["peer_ms"],
+                        "twin_train_ms": training["contender_ms"]})
+        rows.append(row)
     return rows
 
 
@@ -413,11 +469,29 @@ def goal_rows(results: dict) -> list:
         if not found:
             continue
         row = found[0]
+        if key not in row:  # a compiled run times no training step
+            continue
         value = row[key]
         met = value >= goal if direction == "at least" else value <= goal
         rows.append({"what": what, "tokens": tokens, "value": value, "min": row[f"{key}_min"],
                      "max": row[f"{key}_max"], "goal": goal, "direction": direction, "met": met})
     return rows
+
+
+def compiled_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
+    """The module and whole-model inference comparisons with both sides under torch.compile.
+
+    The compiler fuses the small operations whose per-call cost holds the eager castled module back;
+    the twin is compiled too, so the ratio stays like for like. Skipped in a quick run (compiling takes
+    about a minute), and where torch.compile does not work (the reason is kept).
+    """
+    if quick:
+        return {"skipped": "quick run"}
+    problem = compiler_problem()
+    if problem:
+        return {"skipped": f"torch.compile unavailable ({problem})"}
+    return {"modules": module_ratios(tokens=(64, 256), compiled=True, device=device),
+            "model_ratios": model_ratios("cpu", tokens=(64, 256), compiled=True, device=device)}
 
 
 def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
@@ -435,6 +509,8 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
         "model_ratios": model_ratios("smoke" if quick else "cpu", shape={} if quick else BENCH_MODEL,
                                      tokens=(64,) if quick else (64, 256),
                                      rounds=2 if quick else 8, device=device),
+        "compiled": compiled_benchmark(quick, device),
+        "floor": attention_floor(repeats=10 if quick else 50, device=device),
         "memory_4096": memory_ratio(tokens=256 if quick else 4096, device=device),
         "efficiency": linear_path_efficiency(tokens=256 if quick else 4096, repeats=repeats, device=device),
         "functions_forward": scaling_sweep(ATTENTION_FUNCTIONS, tokens, repeats=repeats, device=device),

@@ -73,11 +73,13 @@ def test_bench_command_prints_ratios_and_writes_json_and_plot(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "fwd+bwd @ 1024 tokens" in out and "forward @ 4096 tokens" in out
     assert "castled CastlingAttention vs its SoftmaxAttention twin" in out and "goal >= 1.5x" in out
-    assert "GFLOP/s" in out and "whole models" in out and "goals (this run)" in out
+    assert "GFLOP/s" in out and "whole models" in out and "goals, eager (this run)" in out
+    assert "of which at least matmuls" in out and "compiled comparison skipped: quick run" in out
     results = json.loads((tmp_path / "bench.json").read_text())
     assert {(r["tokens"], r["mode"]) for r in results["modules"]} == {(n, m) for n in (64, 256) for m in ("forward", "fwd+bwd")}
     assert all(r["speedup_min"] <= r["speedup"] <= r["speedup_max"] for r in results["modules"])
     assert results["memory_4096"]["linear-angular (kernel)"]["vs_explicit"] < 0.5
+    assert [r["tokens"] for r in results["floor"]] == [64, 256] and results["compiled"] == {"skipped": "quick run"}
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
 
@@ -132,3 +134,31 @@ def test_macs_count_a_depthwise_convolution_backward_as_twice_its_forward():
     forward = module_macs(conv, x, backward=False)
     assert forward == 2 * 8 * 16 * 9
     assert module_macs(conv, x, backward=True) == 3 * forward
+
+
+def test_compiled_comparison_times_both_sides_under_torch_compile_or_says_why_not(monkeypatch):
+    from minicastling import bench
+
+    problem = bench.compiler_problem()
+    if problem:
+        pytest.skip(f"torch.compile does not work here: {problem}")
+    rows = bench.module_ratios(tokens=(16,), batch=1, dim=16, heads=2, rounds=1, compiled=True)
+    assert [(r["tokens"], r["mode"]) for r in rows] == [(16, "forward"), (16, "fwd+bwd")]
+    assert all(r["speedup"] > 0 and r["training_ms"] is None for r in rows)
+    assert bench.compiled_benchmark(quick=True) == {"skipped": "quick run"}
+    monkeypatch.setattr(bench, "compiler_problem", lambda: "RuntimeError: no C++ compiler")
+    assert bench.compiled_benchmark() == {"skipped": "torch.compile unavailable (RuntimeError: no C++ compiler)"}
+
+
+def test_a_compiled_run_is_judged_on_inference_alone():
+    compiled = {"modules": [], "model_ratios": [{"tokens": 256, "inference_speedup": 1.4, "inference_speedup_min": 1.3,
+                                                 "inference_speedup_max": 1.6}]}
+    assert [(g["what"], g["met"]) for g in goal_rows(compiled)] == [("castled model vs twin, inference", True)]
+
+
+def test_the_floor_is_the_castled_modules_unavoidable_calls():
+    from minicastling.bench import attention_floor
+
+    (row,) = attention_floor(tokens=(32,), batch=1, dim=32, heads=2, repeats=2)
+    assert row["floor_ms"] == pytest.approx(row["matmuls_ms"] + row["conv_ms"])
+    assert all(row[key] > 0 for key in ("sdpa_ms", "castled_ms", "matmuls_ms", "conv_ms"))
