@@ -37,7 +37,7 @@ def bench(args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .bench import full_benchmark, speedups
+    from .bench import full_benchmark, print_compiled, print_floor, speedups
     from .plot import plot_benchmark
     from .runtime import describe, pick_device
     from .files import save_json
@@ -94,31 +94,6 @@ def print_module_ratios(results) -> None:
               f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f}; twin {r['twin_inference_ms']:.1f} ms, "
               f"castled {r['castled_inference_ms']:.1f} ms), training step {r['training_cost']:.2f}x the twin's "
               f"({r['training_cost_min']:.2f}-{r['training_cost_max']:.2f})")
-
-
-def print_floor(results) -> None:
-    """The attention alone: the twin's one SDPA call against the calls the castled module cannot avoid."""
-    print("\nattention alone, forward, B=8, C=128, 4 heads (the castled module's floor: its two batched matmuls "
-          "and its conv, timed alone):")
-    for r in results["floor"]:
-        print(f"  {r['tokens']:>5} tokens: SDPA {r['sdpa_ms']:.2f} ms | castled {r['castled_ms']:.2f} ms, of which "
-              f"at least matmuls {r['matmuls_ms']:.2f} + conv {r['conv_ms']:.2f} = {r['floor_ms']:.2f} ms")
-
-
-def print_compiled(results) -> None:
-    """The same comparisons with both sides under torch.compile, or why they were skipped."""
-    compiled = results["compiled"]
-    if "skipped" in compiled:
-        print(f"\ncompiled comparison skipped: {compiled['skipped']}")
-        return
-    print("\nboth sides under torch.compile (castled / twin speed-up, median over rounds and range):")
-    for r in compiled["modules"]:
-        print(f"  module {r['tokens']:>5} tokens {r['mode']:<8} twin {r['twin_ms']:7.2f} ms, castled "
-              f"{r['castled_ms']:7.2f} ms: {r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})")
-    for r in compiled["model_ratios"]:
-        print(f"  model  {r['tokens']:>5} tokens inference twin {r['twin_inference_ms']:7.1f} ms, castled "
-              f"{r['castled_inference_ms']:7.1f} ms: {r['inference_speedup']:.2f}x "
-              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f})")
 
 
 def print_goals(results) -> None:

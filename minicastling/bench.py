@@ -241,7 +241,8 @@ def compiler_problem() -> str | None:
     try:
         torch.compile(lambda t: t * 2 + 1)(torch.ones(3))
     except Exception as error:  # whatever the backend raised: the benchmark reports it and goes on
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return f"{type(error).__name__}: {first_line}"
     return None
 
 
@@ -259,15 +260,16 @@ def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, 
     from .attention import CastlingAttention, SoftmaxAttention
 
     torch.manual_seed(0)
-    modules = {"twin": SoftmaxAttention(dim, heads), "castled": castled_module(dim, heads),
-               "training": CastlingAttention(dim, heads, alpha=1.0)}
+    modules = {"twin": SoftmaxAttention(dim, heads), "castled": castled_module(dim, heads)}
+    if not compiled:
+        modules["training"] = CastlingAttention(dim, heads, alpha=1.0)
     modules = {name: module.to(device) for name, module in modules.items()}
     timed = {name: torch.compile(m, dynamic=False) if compiled else m for name, m in modules.items()}
     rows = []
     for n in tokens:
         x = torch.randn(batch, n, dim, device=device)
         for mode, backward in (("forward", False), ("fwd+bwd", True)):
-            chosen = {k: m for k, m in timed.items() if k != "training" or (n <= 256 and not compiled)}
+            chosen = {k: m for k, m in timed.items() if k != "training" or n <= 256}
             times = interleaved_times({name: run_once(m, x, backward=backward) for name, m in chosen.items()},
                                       rounds, device=device)
             summary = ratio_summary(times, "twin", "castled")
@@ -519,3 +521,29 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
         "modules_forward": module_sweep(tokens, backward=False, repeats=repeats, device=device),
         "modules_fwd_bwd": module_sweep(tokens, repeats=repeats, device=device),
     }
+
+
+def print_floor(results) -> None:
+    """The attention alone: the twin's one SDPA call against the calls the castled module cannot avoid."""
+    print("\nattention alone, forward, B=8, C=128, 4 heads (the castled module's floor: its two batched matmuls "
+          "and its conv, timed alone):")
+    for r in results["floor"]:
+        print(f"  {r['tokens']:>5} tokens: SDPA {r['sdpa_ms']:.2f} ms | castled {r['castled_ms']:.2f} ms, of which "
+              f"at least matmuls {r['matmuls_ms']:.2f} + conv {r['conv_ms']:.2f} = {r['floor_ms']:.2f} ms "
+              f"({r['floor_ms'] / r['sdpa_ms']:.2f}x SDPA)")
+
+
+def print_compiled(results) -> None:
+    """The same comparisons with both sides under torch.compile, or why they were skipped."""
+    compiled = results["compiled"]
+    if "skipped" in compiled:
+        print(f"\ncompiled comparison skipped: {compiled['skipped']}")
+        return
+    print("\nboth sides under torch.compile (castled / twin speed-up, median over rounds and range):")
+    for r in compiled["modules"]:
+        print(f"  module {r['tokens']:>5} tokens {r['mode']:<8} twin {r['twin_ms']:7.2f} ms, castled "
+              f"{r['castled_ms']:7.2f} ms: {r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})")
+    for r in compiled["model_ratios"]:
+        print(f"  model  {r['tokens']:>5} tokens inference twin {r['twin_inference_ms']:7.1f} ms, castled "
+              f"{r['castled_inference_ms']:7.1f} ms: {r['inference_speedup']:.2f}x "
+              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f})")
