@@ -1,10 +1,19 @@
 """Figures the tutorials share: growth with token count, attention maps, the α schedule."""
 
 import textwrap
+from functools import partial
 
 import matplotlib.pyplot as plt
 
 from .bench import crossover
+from .study import mean_interval
+
+# One colour per idea across the benchmark and the study figures: softmax (the twin and its SDPA call)
+# blue, castling (the castled module, its linear-angular kernel form, the study's reference) red.
+TWIN, CASTLING = "tab:blue", "tab:red"
+BENCH_COLOURS = {"explicit softmax": "tab:gray", "torch SDPA": TWIN, "linear-angular (official)": "tab:green",
+                 "linear-angular (kernel)": CASTLING, "SoftmaxAttention (twin)": TWIN,
+                 "CastlingAttention, castled": CASTLING, "CastlingAttention, training (α=1)": "tab:orange"}
 
 LEGIBLE = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 11,
            "ytick.labelsize": 11, "legend.fontsize": 10, "figure.titlesize": 14}
@@ -15,17 +24,18 @@ def use_legible_style() -> None:
     plt.rcParams.update(LEGIBLE)
 
 
-def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None):
+def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None, colours=None):
     """Log–log growth of time or peak memory with token count, one line per method.
 
     rows: from bench.scaling_sweep. crossing=(fast, slow) marks where `fast` starts to win.
+    colours: {method: colour} for the methods that must keep one colour across figures.
     """
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     scale = {"seconds": 1e3, "peak_mib": 1.0}[metric]
     for method in dict.fromkeys(r["method"] for r in rows):
         points = [(r["tokens"], r[metric] * scale) for r in rows if r["method"] == method and r[metric]]
         if points:
-            ax.plot(*zip(*points), marker="o", label=method)
+            ax.plot(*zip(*points), marker="o", label=method, color=(colours or {}).get(method))
     title = title or ""
     if crossing is not None:  # said in the title and marked by a line, so no label sits on the curves
         n = crossover(rows, *crossing, metric=metric)
@@ -132,20 +142,22 @@ def plot_confusion(predictions, labels, classes, title: str = "Confusion matrix"
 def plot_benchmark(results):
     """The four panels of `python -m minicastling bench`: time and memory, functions and modules."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    plot_scaling(results["functions_fwd_bwd"], "seconds", axes[0, 0], "Attention (B=1, 4 heads), fwd+bwd: time",
-                 crossing=("linear-angular (kernel)", "torch SDPA"))
-    plot_scaling(results["functions_fwd_bwd"], "peak_mib", axes[0, 1], "Attention (B=1, 4 heads), fwd+bwd: peak memory")
-    plot_scaling(results["modules_fwd_bwd"], "seconds", axes[1, 0], "Modules (B=1, C=128), fwd+bwd: time",
-                 crossing=("CastlingAttention, castled", "SoftmaxAttention (twin)"))
-    plot_scaling(results["modules_fwd_bwd"], "peak_mib", axes[1, 1], "Modules (B=1, C=128), fwd+bwd: peak memory")
+    panel = partial(plot_scaling, colours=BENCH_COLOURS)
+    panel(results["functions_fwd_bwd"], "seconds", axes[0, 0], "Attention (B=1, 4 heads), fwd+bwd: time",
+          crossing=("linear-angular (kernel)", "torch SDPA"))
+    panel(results["functions_fwd_bwd"], "peak_mib", axes[0, 1], "Attention (B=1, 4 heads), fwd+bwd: peak memory")
+    panel(results["modules_fwd_bwd"], "seconds", axes[1, 0], "Modules (B=1, C=128), fwd+bwd: time",
+          crossing=("CastlingAttention, castled", "SoftmaxAttention (twin)"))
+    panel(results["modules_fwd_bwd"], "peak_mib", axes[1, 1], "Modules (B=1, C=128), fwd+bwd: peak memory")
     fig.suptitle(results["device"], fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def plot_study(study: dict, title: str = "What castling buys: test accuracy after castling"):
-    """One panel per dataset of a study (study.py): every seed as a dot, the mean as a bar, variants
-    sorted by mean; the castling reference's mean as a dashed line."""
+    """One panel per dataset of a study (study.py): every seed as a dot, the mean as a tick with its 95 %
+    t-interval as a line, variants sorted by mean; the castling reference red with its mean dashed, the
+    softmax twin blue, as in the benchmark figure."""
     datasets = study["datasets"]
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 0.45 * max(
         len(d["runs"]) for d in datasets.values()) + 1.8), squeeze=False)
@@ -154,13 +166,15 @@ def plot_study(study: dict, title: str = "What castling buys: test accuracy afte
         order = sorted(entry["runs"], key=lambda v: entry["summary"][v]["mean"])
         for row, variant in enumerate(order):
             accuracies = entry["runs"][variant]["accuracies"]
-            colour = "tab:red" if variant == reference else "tab:blue"
-            ax.scatter(accuracies, [row] * len(accuracies), color=colour, s=28, alpha=0.7, zorder=3)
-            ax.plot([entry["summary"][variant]["mean"]] * 2, [row - 0.3, row + 0.3], color=colour, linewidth=2.5)
+            colour = {reference: CASTLING, "softmax twin": TWIN}.get(variant, "tab:gray")
+            ax.scatter(accuracies, [row] * len(accuracies), color=colour, s=28, alpha=0.6, zorder=3)
+            mean, half = mean_interval(accuracies)
+            ax.errorbar(mean, row, xerr=half, fmt="|", markersize=16, markeredgewidth=2.5, color=colour,
+                        elinewidth=1.5, capsize=4, zorder=4)
         if reference in entry["summary"]:
-            ax.axvline(entry["summary"][reference]["mean"], color="tab:red", linestyle="--", linewidth=1)
+            ax.axvline(entry["summary"][reference]["mean"], color=CASTLING, linestyle="--", linewidth=1)
         ax.set_yticks(range(len(order)), order, fontsize=11)
-        ax.set(xlabel="test accuracy after castling (%): dots are seeds, bars means", title=name)
+        ax.set(xlabel="test accuracy after castling (%)\ndots: seeds; tick and line: mean, 95 % interval", title=name)
         ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()

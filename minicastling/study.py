@@ -72,6 +72,13 @@ def welch_interval(a: list, b: list) -> tuple:
     return difference, (difference - half, difference + half)
 
 
+def mean_interval(values: list) -> tuple:
+    """mean(values) and the half-width of its 95 % t-interval: t(n − 1) · std / √n (0 for one value)."""
+    if len(values) < 2:
+        return statistics.mean(values), 0.0
+    return statistics.mean(values), t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def summarise(runs: dict) -> dict:
     """Per variant: mean and std of the accuracies after castling, and the difference from REFERENCE."""
     reference = runs.get(REFERENCE, {}).get("accuracies")

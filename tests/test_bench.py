@@ -162,3 +162,18 @@ def test_the_floor_is_the_castled_modules_unavoidable_calls():
     (row,) = attention_floor(tokens=(32,), batch=1, dim=32, heads=2, repeats=2)
     assert row["floor_ms"] == pytest.approx(row["matmuls_ms"] + row["conv_ms"])
     assert all(row[key] > 0 for key in ("sdpa_ms", "castled_ms", "matmuls_ms", "conv_ms"))
+
+
+def test_benchmark_figure_keeps_one_colour_for_the_twin_and_one_for_castling():
+    from minicastling import plot
+
+    def rows(methods):
+        return [{"method": m, "tokens": n, "seconds": 1e-3 * n, "peak_mib": 1.0 * n} for m in methods for n in (64, 256)]
+
+    results = {"device": "cpu", "functions_fwd_bwd": rows(["explicit softmax", "torch SDPA", "linear-angular (kernel)"]),
+               "modules_fwd_bwd": rows(["SoftmaxAttention (twin)", "CastlingAttention, castled"])}
+    figure = plot.plot_benchmark(results)
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in figure.axes]
+    assert colours[0]["torch SDPA"] == colours[2]["SoftmaxAttention (twin)"] == plot.TWIN
+    assert colours[0]["linear-angular (kernel)"] == colours[3]["CastlingAttention, castled"] == plot.CASTLING
+    assert len(set(colours[0].values())) == 3  # the methods of one panel stay apart

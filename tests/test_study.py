@@ -19,6 +19,14 @@ def test_welch_interval_matches_scipy_and_is_never_narrower():
         assert quantile == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
 
 
+def test_mean_interval_matches_scipy():
+    values = [74.2, 75.9, 77.1]
+    mean, half = study.mean_interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(statistics.mean(values)) and half == pytest.approx((high - low) / 2, rel=1e-3)
+    assert study.mean_interval([80.0]) == (80.0, 0.0)
+
+
 def test_verdicts_say_better_worse_or_within_noise():
     assert "better" in study.verdict("x", 2.0, 0.5, 3.5)
     assert "worse" in study.verdict("x", -2.0, -3.5, -0.5)
@@ -60,6 +68,8 @@ def test_quick_study_writes_the_results_the_tutorials_read(quick_study):
     assert "interval_95" in written["datasets"]["same-different"]["summary"]["linear-angular only"]
     figure = plot.plot_study(written)
     assert [ax.get_title() for ax in figure.axes] == ["same-different"]
+    intervals = [c for c in figure.axes[0].containers if c.has_xerr]  # one mean ± 95 % interval per variant
+    assert len(intervals) == 2
 
 
 def test_unknown_variants_are_named():
