@@ -61,6 +61,7 @@ def bench(args) -> None:
     e = results["efficiency"]
     print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
           f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
+    print_thread_scaling(e)
     print_floor(results)
     print_compiled(results)
     print_goals(results)
@@ -69,6 +70,18 @@ def bench(args) -> None:
     figure = plot_benchmark(results)
     figure.savefig(out.with_suffix(".png"), dpi=110)
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
+
+
+def print_thread_scaling(limits) -> None:
+    """What the CPU's threads add to a plain matmul, and a warning where they add little."""
+    if "matmul_gflops_one_thread" not in limits:
+        return
+    gain = limits["matmul_gflops"] / limits["matmul_gflops_one_thread"]
+    print(f"threads: {limits['threads']} give {gain:.2f}x one thread's matmul rate "
+          f"({limits['matmul_gflops_one_thread']:.0f} GFLOP/s on one)")
+    if gain < 1.3:
+        print("  warning: the threads add little here (hyperthreads of one core, or a busy host); small operations "
+              "still pay for them, the castled path's most, so these ratios are not comparable with the README's")
 
 
 def print_module_ratios(results) -> None:

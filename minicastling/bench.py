@@ -303,13 +303,35 @@ def module_macs(module, x, backward: bool) -> int:
 
 
 def machine_limits(device=torch.device("cpu"), repeats=10):
-    """This machine's plain float32 matmul GFLOP/s and copy GB/s, the yardsticks for the linear path."""
+    """This machine's plain float32 matmul GFLOP/s and copy GB/s, the yardsticks for the linear path.
+
+    On a CPU with several threads the matmul is also timed on one thread: what the threads add. Two
+    "cores" that are one physical core's hyperthreads, or a busy host, add little, and then every
+    small operation pays for threads it does not get, which hurts the castled path's many small steps
+    more than the twin's few large ones; ratios measured so are not comparable with the README's.
+    """
     a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
     matmul = median_time(lambda: a @ b, repeats, 2, device)
     big = torch.randn(32 * 2**20 // 4, device=device)  # 32 MiB
     target = torch.empty_like(big)  # written in place: a fresh tensor would time the page faults of new memory
     copy = median_time(lambda: target.copy_(big), repeats, 2, device)
-    return {"matmul_gflops": 2 * 1024**3 / matmul / 1e9, "copy_gbs": 2 * big.numel() * 4 / copy / 1e9}
+    limits = {"matmul_gflops": 2 * 1024**3 / matmul / 1e9, "copy_gbs": 2 * big.numel() * 4 / copy / 1e9,
+              "threads": torch.get_num_threads() if device.type == "cpu" else None}
+    if device.type == "cpu" and limits["threads"] > 1:
+        with _threads(1):
+            limits["matmul_gflops_one_thread"] = 2 * 1024**3 / median_time(lambda: a @ b, repeats, 2, device) / 1e9
+    return limits
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    """torch's intra-op thread count set to `count` inside the block, restored after it."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=10, device=torch.device("cpu")):

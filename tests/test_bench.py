@@ -10,6 +10,7 @@ from minicastling.bench import (
     crossover,
     goal_rows,
     interleaved_times,
+    machine_limits,
     median_time,
     module_macs,
     peak_memory,
@@ -75,6 +76,7 @@ def test_bench_command_prints_ratios_and_writes_json_and_plot(capsys, tmp_path):
     assert "castled CastlingAttention vs its SoftmaxAttention twin" in out and "goal >= 1.5x" in out
     assert "GFLOP/s" in out and "whole models" in out and "goals, eager (this run)" in out
     assert "of which at least matmuls" in out and "compiled comparison skipped: quick run" in out
+    assert ("one thread's matmul rate" in out) == (torch.get_num_threads() > 1)
     results = json.loads((tmp_path / "bench.json").read_text())
     assert {(r["tokens"], r["mode"]) for r in results["modules"]} == {(n, m) for n in (64, 256) for m in ("forward", "fwd+bwd")}
     assert all(r["speedup_min"] <= r["speedup"] <= r["speedup_max"] for r in results["modules"])
@@ -177,3 +179,19 @@ def test_benchmark_figure_keeps_one_colour_for_the_twin_and_one_for_castling():
     assert colours[0]["torch SDPA"] == colours[2]["SoftmaxAttention (twin)"] == plot.TWIN
     assert colours[0]["linear-angular (kernel)"] == colours[3]["CastlingAttention, castled"] == plot.CASTLING
     assert len(set(colours[0].values())) == 3  # the methods of one panel stay apart
+
+
+def test_thread_scaling_warns_where_the_threads_add_little(capsys):
+    cli.print_thread_scaling({"threads": 2, "matmul_gflops": 120.0, "matmul_gflops_one_thread": 64.0})
+    assert "1.88x one thread's" in capsys.readouterr().out
+    cli.print_thread_scaling({"threads": 2, "matmul_gflops": 70.0, "matmul_gflops_one_thread": 66.0})
+    assert "not comparable" in capsys.readouterr().out
+    cli.print_thread_scaling({"threads": None, "matmul_gflops": 9000.0})  # a GPU: nothing to say
+    assert capsys.readouterr().out == ""
+
+
+def test_machine_limits_restore_the_thread_count():
+    before = torch.get_num_threads()
+    limits = machine_limits(repeats=1)
+    assert torch.get_num_threads() == before and limits["threads"] == before
+    assert ("matmul_gflops_one_thread" in limits) == (before > 1)
