@@ -105,11 +105,12 @@ WRONG = {
                                     "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
                                     "    return linear + alpha * (p * (p > threshold)) @ v + token_dwconv(v, conv_weight)",
                                     "wrong values"),
-    "linear_alpha": ("def linear_alpha(t, alpha0, hold, end):\n"
-                     "    if t < hold:\n"
-                     "        return alpha0\n"
-                     "    return max(0.0, alpha0 * (1 - (t - hold) / end))",
-                     "falling"),
+    "crop_flip": ("def crop_flip(images, offsets, flips, padding):\n"
+                  "    h, w = images.shape[-2:]\n"
+                  "    mirrored = torch.where(flips[:, None, None, None], images.flip(-1), images)\n"
+                  "    padded = F.pad(mirrored, (padding,) * 4)\n"
+                  "    return torch.stack([p[:, r:r + h, c:c + w] for p, (r, c) in zip(padded, offsets.tolist())])",
+                  "mirrored before they are cropped"),
     "model_mask_density": ("def model_mask_density(model, images):\n"
                            "    densities = []\n"
                            "    def measure(layer, inputs):\n"

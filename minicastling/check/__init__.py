@@ -17,7 +17,7 @@ from .tutorial02 import angular_weights, hashed_angular_attention, hyperplane_ag
 from .tutorial03 import angular_attention_order1, arccos_series, causal_linear_angular, padded_linear_angular
 from .tutorial04 import alpha_at, mass_kept, official_castling_attention, token_dwconv
 from .tutorial05 import castle_model, patchify, softmax_attention_macs
-from .tutorial06 import layer_sharpness, linear_alpha, model_mask_density
+from .tutorial06 import crop_flip, layer_sharpness, model_mask_density
 from .tutorial07 import difference_interval, seeds_needed, smallest_weight_bound
 
 __all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

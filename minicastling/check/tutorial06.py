@@ -1,27 +1,39 @@
-"""Tutorial 06 · training: another α schedule, where a model's mask fires, and how sharp a castled
+"""Tutorial 06 · training: the augmentation by hand, where a model's mask fires, and how sharp a castled
 layer's weights are."""
 
 
 import torch
 
-from .core import CheckFailed, Exercise, call, exercise, passed, same_number
+from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_number, same_tensor
 
 
-@exercise("06", 1, "warm-up", "three phases: before `hold`, between `hold` and `end`, after `end`. In the middle one, "
-                              "measure the progress as a share of that window; a straight line takes α from alpha0 to "
-                              "0 across it.")
-def linear_alpha(ex: Exercise, fn) -> None:
-    """α(t) that holds alpha0 until `hold`, falls linearly to 0 at `end`, then stays 0: AlphaSchedule(shape="linear")."""
-    from ..schedule import AlphaSchedule
+@exercise("06", 1, "warm-up", "pad the whole batch with zeros on all four sides first. Then, image by image, take the "
+                              "H × W window whose top-left corner is that image's (row, col) offset in the padded "
+                              "image, and mirror the window left to right where its flip is True. Keep the dtype.")
+def crop_flip(ex: Exercise, fn) -> None:
+    """Pad, crop each image at its offset, flip those marked: what data.random_crop_flip does once the draws are made."""
+    from ..data import crop_flip as reference
 
-    for alpha0, hold, end in [(1.0, 0.25, 0.75), (0.5, 0.0, 0.5), (2.0, 0.4, 0.9)]:
-        schedule = AlphaSchedule(alpha0=alpha0, hold=hold, end=end, shape="linear")
-        for t in [i / 20 for i in range(21)] + [hold, end]:
-            case = {"t": t, "alpha0": alpha0, "hold": hold, "end": end}
-            phase = "held" if t < hold else "falling" if t < end else "off: the branch must be exactly 0"
-            same_number(ex, call(ex, fn, case), schedule(t), case, rel_tol=1e-9, abs_tol=1e-12,
-                        explain=f"At t = {t:g} α is {phase}.")
-    passed(ex, "every t on a grid of 3 schedules matches AlphaSchedule(shape='linear'), hold and end included.")
+    g = torch.Generator().manual_seed(6)
+    for shape, padding in [((4, 3, 8, 8), 2), ((5, 1, 6, 10), 1), ((3, 3, 5, 5), 0), ((6, 3, 7, 7), 3)]:
+        images = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        offsets = torch.randint(0, 2 * padding + 1, (shape[0], 2), generator=g)
+        flips = torch.arange(shape[0]) % 2 == 0  # both kinds in every case
+        case = {"images": images, "offsets": offsets, "flips": flips, "padding": padding}
+        got, expected = call(ex, fn, case), reference(**case)
+        if isinstance(got, torch.Tensor) and got.dtype != images.dtype:
+            raise CheckFailed(f"{ex.label}: your crops are {got.dtype}; the images are {images.dtype}, and the "
+                              f"crops must stay so ({describe(case)}): the training split lives on the device as "
+                              "uint8, and padding with zeros need not change that.")
+        flipped_first = reference(images.flip(-1), offsets, torch.zeros_like(flips), padding)
+        mirrored = torch.where(flips[:, None, None, None], flipped_first, expected)
+        if padding and isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.equal(got, mirrored) \
+                and not torch.equal(got, expected):
+            raise CheckFailed(f"{ex.label}: your flipped images are mirrored before they are cropped ({describe(case)}). "
+                              "The offset says where the window sits in the padded image as stored; crop there, "
+                              "then mirror the window.")
+        same_tensor(ex, got, expected, case, 0.0, 0.0)
+    passed(ex, "4 batches of uint8 images, paddings 0 to 3, every crop and flip equal to data.crop_flip.")
 
 
 def _layers_and_tokens() -> list:
