@@ -80,8 +80,8 @@ def print_thread_scaling(limits) -> None:
     print(f"threads: {limits['threads']} give {gain:.2f}x one thread's matmul rate "
           f"({limits['matmul_gflops_one_thread']:.0f} GFLOP/s on one)")
     if gain < 1.3:
-        print("  warning: the threads add little here (hyperthreads of one core, or a busy host); small operations "
-              "still pay for them, the castled path's most, so these ratios are not comparable with the README's")
+        print("  warning: the threads add little here (hyperthreads of one core, or a busy host): this run measures "
+              "about one core, and its times are not comparable with the README's")
 
 
 def print_module_ratios(results) -> None:

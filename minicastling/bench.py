@@ -306,9 +306,8 @@ def machine_limits(device=torch.device("cpu"), repeats=10):
     """This machine's plain float32 matmul GFLOP/s and copy GB/s, the yardsticks for the linear path.
 
     On a CPU with several threads the matmul is also timed on one thread: what the threads add. Two
-    "cores" that are one physical core's hyperthreads, or a busy host, add little, and then every
-    small operation pays for threads it does not get, which hurts the castled path's many small steps
-    more than the twin's few large ones; ratios measured so are not comparable with the README's.
+    "cores" that are one physical core's hyperthreads, or a busy host, add little; a run on such a
+    machine measures about one core, and its times are not comparable with the README's.
     """
     a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
     matmul = median_time(lambda: a @ b, repeats, 2, device)
