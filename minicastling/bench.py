@@ -368,8 +368,8 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
         token_major = torch.randn(batch, n, heads, d, device=device).transpose(1, 2)
 
         def castled():
-            out, v = linear_angular(qkv, heads)
-            return out + conv(v)
+            out, values = linear_angular(qkv, heads)
+            return out + conv(values)
 
         with torch.no_grad():
             times = {name: 1e3 * median_time(fn, repeats, 5, device) for name, fn in {
@@ -428,8 +428,6 @@ def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), ro
     and each median in ms}. training_cost = castling step / twin step: above 1 the branch costs time.
     compiled=True: inference only, both models under torch.compile.
     """
-    import torch.nn.functional as F
-
     from .attention import set_alpha
     from .model import ViT, castled_copy, get_config
 

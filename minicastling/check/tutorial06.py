@@ -25,10 +25,9 @@ def crop_flip(ex: Exercise, fn) -> None:
             raise CheckFailed(f"{ex.label}: your crops are {got.dtype}; the images are {images.dtype}, and the "
                               f"crops must stay so ({describe(case)}): the training split lives on the device as "
                               "uint8, and padding with zeros need not change that.")
-        flipped_first = reference(images.flip(-1), offsets, torch.zeros_like(flips), padding)
-        mirrored = torch.where(flips[:, None, None, None], flipped_first, expected)
-        if padding and isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.equal(got, mirrored) \
-                and not torch.equal(got, expected):
+        mirrored_first = torch.where(flips[:, None, None, None], images.flip(-1), images)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and not torch.equal(got, expected) \
+                and torch.equal(got, reference(mirrored_first, offsets, torch.zeros_like(flips), padding)):
             raise CheckFailed(f"{ex.label}: your flipped images are mirrored before they are cropped ({describe(case)}). "
                               "The offset says where the window sits in the padded image as stored; crop there, "
                               "then mirror the window.")
