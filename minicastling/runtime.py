@@ -1,9 +1,10 @@
-"""Where and how big: the budget switch (smoke / cpu / gpu), the device, seeds.
+"""Where and how big: the budget switch (smoke / cpu / gpu), the device, seeds, the allocator.
 
 One switch decides sizes (DESIGN: Budgets). Tests set MINICASTLING_BUDGET=smoke; otherwise
 the default is "gpu" when CUDA is present and "cpu" elsewhere.
 """
 
+import ctypes
 import os
 import platform
 import random
@@ -48,21 +49,56 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+# glibc's mallopt parameters (malloc.h), and the sizes keep_freed_memory() sets them to
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # requests below 32 MiB (the largest value glibc documents) come from the heap
+TRIM_THRESHOLD = 1 << 30  # and up to 1 GiB of freed heap stays mapped for the next request
+_freed_memory_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for the next tensor instead of handing it back to the OS.
+
+    By default glibc gives large requests fresh pages (mmap) and returns the heap's free top once it
+    passes a threshold, so a tensor of a few MiB that is freed and allocated again on every call is
+    page-faulted in again each time: the kernel zeroes every 4 KiB page before the first write. On a
+    CPU that can cost as much as the arithmetic, most in code that makes several temporaries per call
+    (tutorial 07 measures it). The command line and setup() call this first; a script may too. It has
+    the effect of MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set before the process starts,
+    from then on, for this process and the ones it forks. The price: resident memory stays near its peak.
+
+    Returns True where applied (Linux with glibc); False elsewhere (macOS, Windows, musl), where
+    nothing changes.
+    """
+    global _freed_memory_kept
+    if platform.system() != "Linux":
+        return False
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    if not hasattr(libc, "gnu_get_libc_version"):  # mallopt's parameters are glibc's
+        return False
+    applied = (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+               and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+    _freed_memory_kept = _freed_memory_kept or applied
+    return applied
+
+
 def describe(device: torch.device) -> str:
     """One line naming versions, device and budget: the header of every notebook and run."""
     from . import __version__
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return (f"minicastling {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
-            f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}")
+            f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}"
+            + (" | malloc keeps freed memory" if _freed_memory_kept else ""))
 
 
 def setup(seed: int = 0, device: str = "auto") -> torch.device:
-    """A notebook's first call: seed everything, pick the device, print what was chosen, and size
-    figure text for a projector."""
+    """A notebook's first call: seed everything, pick the device, keep freed memory for reuse
+    (keep_freed_memory), print what was chosen, and size figure text for a projector."""
     from .plot import use_legible_style
 
     use_legible_style()
+    keep_freed_memory()
     seed_everything(seed)
     chosen = pick_device(device)
     print(describe(chosen))

@@ -1,0 +1,67 @@
+"""The allocator setting the command line makes: freed tensors are reused, not page-faulted in again."""
+
+import subprocess
+import sys
+
+import pytest
+
+import minicastling.runtime as runtime
+from minicastling.__main__ import main
+
+# two tensors of about 4 MiB made, written and freed, a little larger each round, as a model's
+# activations are when the batch or the token count changes: glibc's default serves each new
+# largest request with fresh pages from the OS, while a kept heap needs only the few pages it grew by
+CHURN = """
+import resource, sys, torch
+import minicastling.runtime as runtime
+print(runtime.keep_freed_memory() if sys.argv[1] == "keep" else "default")
+faults = []
+for step in range(21):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffers = [torch.ones((1 << 20) + step * (1 << 12)) for _ in range(2)]
+    del buffers
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[10])  # the median round
+"""
+
+
+def faults_per_round(mode: str) -> tuple[str, float]:
+    run = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True)
+    lines = run.stdout.split()
+    return lines[0], float(lines[1])
+
+
+def test_keep_freed_memory_stops_the_page_faults_of_freed_tensors():
+    applied, kept = faults_per_round("keep")
+    if applied != "True":
+        pytest.skip("keep_freed_memory is for glibc's malloc; this C library is another (nothing changes)")
+    _, default = faults_per_round("default")
+    pages = 2 * (4 << 20) // 4096
+    assert default > pages / 2, (f"glibc's default was expected to fault the buffers in again: "
+                                 f"{default:.0f} faults in a median round")
+    assert kept < pages / 20, (f"{kept:.0f} page faults in a median round with freed memory kept, "
+                               f"against {default:.0f} by default")
+
+
+def test_describe_says_when_freed_memory_is_kept(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
+    assert "malloc" not in runtime.describe(torch.device("cpu"))
+    monkeypatch.setattr(runtime, "_freed_memory_kept", True)
+    assert runtime.describe(torch.device("cpu")).endswith("| malloc keeps freed memory")
+
+
+def test_the_command_line_keeps_freed_memory_before_it_runs(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("minicastling.__main__.keep_freed_memory", lambda: calls.append("kept"))
+    monkeypatch.setattr("minicastling.__main__.doctor", lambda args: calls.append("ran"))
+    assert main(["doctor"]) == 0
+    assert calls == ["kept", "ran"]
+
+
+def test_keep_freed_memory_changes_nothing_off_linux(monkeypatch):
+    monkeypatch.setattr(runtime.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
+    assert runtime.keep_freed_memory() is False
+    assert runtime._freed_memory_kept is False
