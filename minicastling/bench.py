@@ -8,6 +8,7 @@ import contextlib
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -419,6 +420,20 @@ MODEL_SHAPES = {64: dict(patch_size=4), 256: dict(patch_size=2)}  # 32×32 image
 BENCH_MODEL = dict(dim=96, depth=4, num_heads=4, mlp_ratio=2.0)
 
 
+def bench_models(preset: str, shape: dict, tokens: int, device=torch.device("cpu")):
+    """The benchmark's models at `tokens` (64 or 256) on 32×32 images: config, the softmax twin, a castling
+    model with its softmax branch on (α = 1), and that model castled (α set to 0 first)."""
+    from .attention import set_alpha
+    from .model import ViT, castled_copy, get_config
+
+    config = get_config(preset, image_size=32, **shape, **MODEL_SHAPES[tokens])
+    torch.manual_seed(0)
+    twin = ViT(config.replace(attention="softmax")).to(device)
+    castling = ViT(config).to(device)
+    set_alpha(castling, 1.0)
+    return config, twin, castling, castled_copy(castling)
+
+
 def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), rounds=8, device=torch.device("cpu"),
                  compiled: bool = False):
     """Whole models (a preset with `shape`'s fields overriding it) on 32×32 images: castled inference
@@ -428,17 +443,9 @@ def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), ro
     and each median in ms}. training_cost = castling step / twin step: above 1 the branch costs time.
     compiled=True: inference only, both models under torch.compile.
     """
-    from .attention import set_alpha
-    from .model import ViT, castled_copy, get_config
-
     rows = []
     for n in tokens:
-        config = get_config(preset, image_size=32, **shape, **MODEL_SHAPES[n])
-        torch.manual_seed(0)
-        twin = ViT(config.replace(attention="softmax")).to(device)
-        castling = ViT(config).to(device)
-        set_alpha(castling, 1.0)
-        castled = castled_copy(castling)
+        config, twin, castling, castled = bench_models(preset, shape, n, device)
         images = torch.randn(batch, 3, 32, 32, device=device)
         labels = torch.randint(0, 10, (batch,), device=device)
 
@@ -477,6 +484,74 @@ GOALS = [  # (what, key in its row, tokens, goal, "at least" or "at most"), the 
     ("castled model vs twin, inference", "inference_speedup", 256, 1.3, "at least"),
     ("training step with the branch, cost vs twin", "training_cost", 64, 1.5, "at most"),
 ]
+
+
+def _minor_faults() -> int | None:
+    """Pages this process has faulted in so far without reading a disk (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def model_costs_here(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), repeats=5) -> list:
+    """Whole-model inference in this process: median ms and pages faulted in per batch, twin and castled."""
+    rows = []
+    for n in tokens:
+        _, twin, _, castled = bench_models(preset, shape, n)
+        images = torch.randn(batch, 3, 32, 32)
+        for name, model in (("twin", twin.eval()), ("castled", castled.eval())):
+            with torch.no_grad():
+                seconds = median_time(lambda: model(images), repeats)
+                before = _minor_faults()
+                for _ in range(repeats):
+                    model(images)
+            faults = None if before is None else (_minor_faults() - before) / repeats
+            rows.append({"tokens": n, "model": name, "ms": 1e3 * seconds, "faults": faults})
+    return rows
+
+
+def allocator_effect(processes=2, **setting) -> list:
+    """model_costs_here in fresh processes, each under glibc's default malloc and with freed memory kept
+    (runtime.keep_freed_memory): what page faults cost a script that times the models.
+
+    A fresh process each time, since whether glibc hands freed memory back depends on everything the
+    process allocated before. Returns one entry per process: {keep, kept (applied?), rows}.
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from minicastling import bench, runtime\n"
+            "setting = json.loads(sys.argv[1])\n"
+            "kept = runtime.keep_freed_memory() if setting.pop('keep') else False\n"
+            "print(json.dumps({'kept': kept, 'rows': bench.model_costs_here(**setting)}))")
+    package_root = str(Path(__file__).resolve().parents[1])  # found by the child as it was found here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    runs = []
+    for _ in range(processes):
+        for keep in (False, True):
+            done = subprocess.run([sys.executable, "-c", code, json.dumps({"keep": keep, **setting})],
+                                  capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(f"the timing process failed:\n{done.stderr[-2000:]}")
+            runs.append({"keep": keep, **json.loads(done.stdout.splitlines()[-1])})
+    return runs
+
+
+def print_allocator_effect(runs) -> None:
+    """One line per fresh process and token count: both models' ms and page faults per batch."""
+    print("whole-model inference in fresh processes (ms per batch, pages faulted in per batch):")
+    for run in runs:
+        setting = "freed memory kept" if run["kept"] else "glibc's default" if not run["keep"] else "kept: not glibc"
+        by = {(r["tokens"], r["model"]): r for r in run["rows"]}
+        for n in sorted({r["tokens"] for r in run["rows"]}):
+            twin, castled = by[n, "twin"], by[n, "castled"]
+            faults = lambda r: "" if r["faults"] is None else f" ({r['faults']:.0f} faults)"  # noqa: E731
+            print(f"  {setting:<18} {n:>4} tokens: twin {twin['ms']:6.1f} ms{faults(twin)}, castled "
+                  f"{castled['ms']:6.1f} ms{faults(castled)}: {twin['ms'] / castled['ms']:.2f}x")
 
 
 def goal_rows(results: dict) -> list:

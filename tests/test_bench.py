@@ -195,3 +195,18 @@ def test_machine_limits_restore_the_thread_count():
     limits = machine_limits(repeats=1)
     assert torch.get_num_threads() == before and limits["threads"] == before
     assert ("matmul_gflops_one_thread" in limits) == (before > 1)
+
+
+def test_allocator_effect_times_both_models_in_fresh_processes_each_way(capsys):
+    from minicastling.bench import allocator_effect, print_allocator_effect
+
+    runs = allocator_effect(processes=1, preset="smoke", shape={}, batch=2, tokens=(64,), repeats=1)
+    assert [run["keep"] for run in runs] == [False, True]
+    assert runs[0]["kept"] is False
+    assert runs[1]["kept"] is runtime.keep_freed_memory()  # applied in the child where it applies here
+    for run in runs:
+        assert [(r["tokens"], r["model"]) for r in run["rows"]] == [(64, "twin"), (64, "castled")]
+        assert all(r["ms"] > 0 and r["faults"] >= 0 for r in run["rows"])
+    print_allocator_effect(runs)
+    printed = capsys.readouterr().out
+    assert "glibc's default" in printed and "64 tokens: twin" in printed
