@@ -51,8 +51,10 @@ def seed_everything(seed: int = 0) -> None:
 
 # glibc's mallopt parameters (malloc.h), and the sizes keep_freed_memory() sets them to
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 << 20  # requests below 32 MiB (the largest value glibc documents) come from the heap
-TRIM_THRESHOLD = 1 << 30  # and up to 1 GiB of freed heap stays mapped for the next request
+# requests below 1 GiB come from the heap (where a glibc refuses that, below 32 MiB, the most its manual
+# names: a training run then still faults in its larger tensors), and up to 1 GiB of freed heap stays mapped
+MMAP_THRESHOLDS = (1 << 30, 32 << 20)
+TRIM_THRESHOLD = 1 << 30
 _freed_memory_kept = False
 
 
@@ -76,8 +78,8 @@ def keep_freed_memory() -> bool:
     libc = ctypes.CDLL(None)  # the C library this process already runs on
     if not hasattr(libc, "gnu_get_libc_version"):  # mallopt's parameters are glibc's
         return False
-    applied = (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-               and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+    mmap_set = any(libc.mallopt(M_MMAP_THRESHOLD, size) == 1 for size in MMAP_THRESHOLDS)  # the first it takes
+    applied = mmap_set and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     _freed_memory_kept = _freed_memory_kept or applied
     return applied
 
