@@ -65,3 +65,36 @@ def test_keep_freed_memory_changes_nothing_off_linux(monkeypatch):
     monkeypatch.setattr(runtime, "_freed_memory_kept", False)
     assert runtime.keep_freed_memory() is False
     assert runtime._freed_memory_kept is False
+
+
+class FakeLibc:
+    """A C library whose mallopt takes an mmap threshold up to `most`, recording each call."""
+
+    def __init__(self, most: int, glibc: bool = True):
+        self.most, self.calls = most, []
+        if glibc:
+            self.gnu_get_libc_version = lambda: b"2.36"
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return int(parameter != runtime.M_MMAP_THRESHOLD or value <= self.most)
+
+
+@pytest.mark.parametrize("most, thresholds", [(1 << 40, [1 << 30]), (32 << 20, [1 << 30, 32 << 20])])
+def test_keep_freed_memory_falls_back_to_the_threshold_a_glibc_takes(monkeypatch, most, thresholds):
+    libc = FakeLibc(most)
+    monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
+    assert runtime.keep_freed_memory() is True
+    assert [v for p, v in libc.calls if p == runtime.M_MMAP_THRESHOLD] == thresholds
+    assert (runtime.M_TRIM_THRESHOLD, runtime.TRIM_THRESHOLD) in libc.calls
+
+
+def test_keep_freed_memory_leaves_another_c_library_alone(monkeypatch):
+    libc = FakeLibc(1 << 40, glibc=False)
+    monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
+    assert runtime.keep_freed_memory() is False
+    assert libc.calls == []
