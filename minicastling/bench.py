@@ -503,10 +503,9 @@ def model_costs_here(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256)
         images = torch.randn(batch, 3, 32, 32)
         for name, model in (("twin", twin.eval()), ("castled", castled.eval())):
             with torch.no_grad():
-                seconds = median_time(lambda: model(images), repeats)
+                model(images), model(images)  # warm-up: the first calls grow the heap once
                 before = _minor_faults()
-                for _ in range(repeats):
-                    model(images)
+                seconds = median_time(lambda: model(images), repeats, warmup=0)  # the same calls count the faults
             faults = None if before is None else (_minor_faults() - before) / repeats
             rows.append({"tokens": n, "model": name, "ms": 1e3 * seconds, "faults": faults})
     return rows
@@ -543,13 +542,15 @@ def allocator_effect(processes=2, **setting) -> list:
 
 def print_allocator_effect(runs) -> None:
     """One line per fresh process and token count: both models' ms and page faults per batch."""
+    def faults(row):
+        return "" if row["faults"] is None else f" ({row['faults']:.0f} faults)"
+
     print("whole-model inference in fresh processes (ms per batch, pages faulted in per batch):")
     for run in runs:
         setting = "freed memory kept" if run["kept"] else "glibc's default" if not run["keep"] else "kept: not glibc"
         by = {(r["tokens"], r["model"]): r for r in run["rows"]}
         for n in sorted({r["tokens"] for r in run["rows"]}):
             twin, castled = by[n, "twin"], by[n, "castled"]
-            faults = lambda r: "" if r["faults"] is None else f" ({r['faults']:.0f} faults)"  # noqa: E731
             print(f"  {setting:<18} {n:>4} tokens: twin {twin['ms']:6.1f} ms{faults(twin)}, castled "
                   f"{castled['ms']:6.1f} ms{faults(castled)}: {twin['ms'] / castled['ms']:.2f}x")
 

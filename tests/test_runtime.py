@@ -80,21 +80,23 @@ class FakeLibc:
         return int(parameter != runtime.M_MMAP_THRESHOLD or value <= self.most)
 
 
-@pytest.mark.parametrize("most, thresholds", [(1 << 40, [1 << 30]), (32 << 20, [1 << 30, 32 << 20])])
-def test_keep_freed_memory_falls_back_to_the_threshold_a_glibc_takes(monkeypatch, most, thresholds):
-    libc = FakeLibc(most)
+def on_linux_with(monkeypatch, libc: FakeLibc) -> FakeLibc:
+    """keep_freed_memory will see Linux, `libc` as its C library, and nothing kept yet."""
     monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
     monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
     monkeypatch.setattr(runtime, "_freed_memory_kept", False)
+    return libc
+
+
+@pytest.mark.parametrize("most, thresholds", [(1 << 40, [1 << 30]), (32 << 20, [1 << 30, 32 << 20])])
+def test_keep_freed_memory_falls_back_to_the_threshold_a_glibc_takes(monkeypatch, most, thresholds):
+    libc = on_linux_with(monkeypatch, FakeLibc(most))
     assert runtime.keep_freed_memory() is True
     assert [v for p, v in libc.calls if p == runtime.M_MMAP_THRESHOLD] == thresholds
     assert (runtime.M_TRIM_THRESHOLD, runtime.TRIM_THRESHOLD) in libc.calls
 
 
 def test_keep_freed_memory_leaves_another_c_library_alone(monkeypatch):
-    libc = FakeLibc(1 << 40, glibc=False)
-    monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
-    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
+    libc = on_linux_with(monkeypatch, FakeLibc(1 << 40, glibc=False))
     assert runtime.keep_freed_memory() is False
     assert libc.calls == []
