@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import fused
+from . import cpu_extension, fused
 from .branches import make_conv_branch, masked_softmax_attention
 from .kernels import EPS, get_similarity, l2_normalize
 
@@ -225,6 +225,10 @@ class CastlingAttention(MultiHeadTokens):
             auxiliary = self.alpha_weight * masked_softmax_attention(q, k, v, self.mask_threshold(k.shape[-2]))
         if _compiling():  # the readable form: torch.compile fuses its small operations itself
             out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
+        elif cpu_extension.covers(qkv, self.num_heads, self.form, self.conv):  # attention and DWConv, one call
+            weight = None if self.conv is None else self.conv.conv.weight
+            out = cpu_extension.linear_angular_conv(qkv, self.num_heads, weight)
+            return self.merge(out if auxiliary is None else out + auxiliary)
         else:  # the same numbers in fewer passes over memory, with a hand-written backward
             out, v = fused.linear_angular(qkv, self.num_heads, self.form, auxiliary)
         if self.conv is not None:

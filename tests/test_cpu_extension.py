@@ -1,0 +1,151 @@
+"""The compiled CPU kernel (minicastling.cpu_extension) against the readable forms, in float64."""
+
+import warnings
+
+import pytest
+import torch
+from einops import rearrange
+
+from minicastling import attention, cpu_extension, fused
+from minicastling.attention import CastlingAttention, linear_angular_attention
+from minicastling.branches import TokenConv1d
+
+# (batch, tokens, heads, head_dim): batch 1, one token, odd counts, every compiled head_dim
+SHAPES = [(1, 1, 1, 16), (2, 7, 3, 16), (1, 49, 2, 24), (3, 17, 2, 32), (1, 5, 1, 48), (2, 9, 2, 64)]
+
+
+@pytest.fixture(autouse=True)
+def kernel():
+    if cpu_extension.load() is None:
+        pytest.skip("the CPU kernel could not be built here (no C++ compiler or ninja); see the warning")
+
+
+def readable(qkv, heads, conv=None):
+    """Kernel-form linear-angular attention plus the token conv, as the readable modules compute it."""
+    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=heads)
+    out = linear_angular_attention(q, k, v, form="kernel")
+    return out if conv is None else out + conv(v)
+
+
+def gradients(output, inputs, seed=1):
+    """d(Σ w · output)/d(inputs) for fixed random weights w."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.autograd.grad((output * torch.randn(output.shape, generator=g, dtype=output.dtype)).sum(), inputs)
+
+
+@pytest.mark.parametrize("kernel_size", [9, 3, None])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_kernel_equals_the_readable_form_in_values_and_gradients(shape, kernel_size):
+    b, n, h, d = shape
+    torch.manual_seed(0)
+    qkv = torch.randn(b, n, 3 * h * d, dtype=torch.float64, requires_grad=True)
+    conv = None if kernel_size is None else TokenConv1d(h, kernel_size).double()
+    weight = None if conv is None else conv.conv.weight
+    inputs = [qkv] + ([weight] if conv is not None else [])
+    fast, reference = cpu_extension.linear_angular_conv(qkv, h, weight), readable(qkv, h, conv)
+    torch.testing.assert_close(fast, reference)
+    for got, expected in zip(gradients(fast, inputs), gradients(reference, inputs)):
+        torch.testing.assert_close(got, expected)
+
+
+def test_kernel_passes_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    qkv = torch.randn(2, 6, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 1, 3, 1, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: cpu_extension.linear_angular_conv(x, 2, w), (qkv, weight))
+
+
+def test_zero_queries_and_keys_take_the_epsilon_branch_as_the_readable_form_does():
+    qkv = torch.randn(1, 6, 3 * 16, dtype=torch.float64)
+    qkv[:, 2, :32] = 0.0  # token 2's q and k
+    qkv.requires_grad_(True)
+    fast, reference = cpu_extension.linear_angular_conv(qkv, 1), readable(qkv, 1)
+    torch.testing.assert_close(fast, reference)
+    torch.testing.assert_close(gradients(fast, [qkv]), gradients(reference, [qkv]))
+
+
+def test_output_is_token_major_so_merging_heads_is_free():
+    out = cpu_extension.linear_angular_conv(torch.randn(2, 10, 3 * 3 * 16), 3)
+    assert out.shape == (2, 3, 10, 16) and out.transpose(1, 2).is_contiguous()
+
+
+def test_low_precision_inputs_are_computed_in_float32():
+    qkv = torch.randn(2, 300, 3 * 4 * 16) + 0.5
+    exact = readable(qkv.double(), 4)
+    for low in (torch.bfloat16, torch.float16):
+        out = cpu_extension.linear_angular_conv(qkv.to(low), 4)
+        assert out.dtype == low
+        assert (out.double() - exact).norm() / exact.norm() < 0.01
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpu_extension.linear_angular_conv(qkv, 4).dtype == torch.float32  # qkv's dtype, as the readable form
+
+
+@pytest.mark.parametrize("conv", ["1d", None])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_module_with_the_kernel_equals_the_library_path(monkeypatch, conv, alpha):
+    torch.manual_seed(0)
+    module = CastlingAttention(32, 2, conv=conv, alpha=alpha).double()  # head_dim 16: the kernel covers it
+    for batch, tokens in ((1, 49), (2, 17)):
+        x = torch.randn(batch, tokens, 32, dtype=torch.float64, requires_grad=True)
+        inputs = [x, *module.parameters()]
+        fast = module(x)
+        fast_grads = gradients(fast, inputs)
+        monkeypatch.setenv(cpu_extension.SWITCH, "0")
+        library = module(x)
+        torch.testing.assert_close(fast, library)
+        for got, expected in zip(fast_grads, gradients(library, inputs)):
+            torch.testing.assert_close(got, expected)
+        monkeypatch.undo()
+
+
+def test_module_uses_the_kernel_where_it_covers_the_call(monkeypatch):
+    def library_path(*args, **kwargs):
+        raise AssertionError("the library-call path ran where the CPU kernel covers the call")
+
+    monkeypatch.setattr(fused, "linear_angular", library_path)
+    module = CastlingAttention(64, 2)
+    module(torch.randn(2, 10, 64)).sum().backward()
+    with torch.no_grad():
+        module(torch.randn(1, 3, 64))
+
+
+@pytest.mark.parametrize("options, dim, heads", [
+    (dict(form="official"), 32, 2), (dict(conv="2d"), 32, 2), ({}, 12, 3),  # head_dim 4 is not compiled
+])
+def test_calls_the_kernel_does_not_cover_fall_back_to_the_library_path(options, dim, heads):
+    module = CastlingAttention(dim, heads, **options)
+    qkv = torch.randn(1, 16, 3 * dim)
+    assert not cpu_extension.covers(qkv, heads, module.form, module.conv)
+    assert module(torch.randn(1, 16, dim)).shape == (1, 16, dim)
+
+
+def test_switch_turns_the_kernel_off_and_rejects_nonsense(monkeypatch):
+    module = CastlingAttention(32, 2)
+    qkv = torch.randn(1, 4, 96)
+    assert cpu_extension.covers(qkv, 2, "kernel", module.conv)
+    monkeypatch.setenv(cpu_extension.SWITCH, "0")
+    assert not cpu_extension.covers(qkv, 2, "kernel", module.conv)
+    monkeypatch.setenv(cpu_extension.SWITCH, "maybe")
+    with pytest.raises(ValueError, match="MINICASTLING_CPU_KERNEL='maybe'.*1.*0"):
+        cpu_extension.enabled()
+
+
+def test_a_failed_build_warns_once_and_leaves_the_library_path(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension\ng++: command not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    cpu_extension.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built .*g\\+\\+: command not found.*library-call path"):
+            module = CastlingAttention(32, 2)
+            out = module(torch.randn(1, 5, 32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            torch.testing.assert_close(module(torch.randn(1, 5, 32)).shape, out.shape)  # no second warning
+    finally:
+        monkeypatch.undo()
+        cpu_extension.load.cache_clear()
+    assert cpu_extension.load() is not None
