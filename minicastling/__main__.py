@@ -62,6 +62,8 @@ def bench(args) -> None:
     e = results["efficiency"]
     print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
           f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
+    if "kernel_gflops" in e:
+        print(f"  the same in the CPU kernel: {e['kernel_gflops']:.1f} GFLOP/s, {e['kernel_gbs']:.2f} GB/s")
     print_thread_scaling(e)
     print_floor(results)
     print_compiled(results)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import cpu_extension
 from .attention import linear_angular_attention, quadratic_attention
 
 
@@ -295,7 +296,7 @@ def module_macs(module, x, backward: bool) -> int:
 
     count_cpu_sdpa()
     inputs = x.detach().requires_grad_(backward)
-    with FlopCounterMode(display=False) as counter:
+    with cpu_extension.off(), FlopCounterMode(display=False) as counter:
         run_once(module, inputs, backward=backward)()
     flops = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
     if "aten.convolution_backward" in flops:
@@ -344,17 +345,24 @@ def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=1
     seconds = median_time(run_once(linear_kernel, q, k, v, backward=False), repeats, 2, device)
     flops = 4 * batch * heads * tokens * head_dim**2
     moved = 4 * q.numel() * 4
-    return {"ms": 1e3 * seconds, "gflops": flops / seconds / 1e9, "gbs": moved / seconds / 1e9,
-            **machine_limits(device, repeats)}
+    result = {"ms": 1e3 * seconds, "gflops": flops / seconds / 1e9, "gbs": moved / seconds / 1e9}
+    qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device=device)
+    if cpu_extension.covers(qkv, heads, "kernel", None):  # the same arithmetic in the compiled CPU kernel
+        with torch.no_grad():
+            kernel = median_time(lambda: cpu_extension.linear_angular_conv(qkv, heads), repeats, 2, device)
+        result.update(kernel_ms=1e3 * kernel, kernel_gflops=flops / kernel / 1e9, kernel_gbs=moved / kernel / 1e9)
+    return {**result, **machine_limits(device, repeats)}
 
 
 def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, device=torch.device("cpu")):
     """What stands between the castled module and its twin: each one's attention alone, forward.
 
-    The twin's attention is one call, SDPA. The castled module's needs at least two batched matmuls
-    (K̂ᵀ[V | 1], then the queries against it) and the depthwise convolution, whatever else is fused
-    away; those three are timed alone, at the module's shapes, beside the whole linear path + conv.
-    Returns rows {tokens, sdpa_ms, matmuls_ms, conv_ms, floor_ms, castled_ms}.
+    The twin's attention is one call, SDPA. Built from library calls, the castled module's needs at
+    least two batched matmuls (K̂ᵀ[V | 1], then the queries against it) and the depthwise convolution,
+    whatever else is fused away; those three are timed alone, at the module's shapes, beside the whole
+    library-call path + conv, and beside the compiled CPU kernel that does it all in one call (where
+    it covers the call: kernel_ms, else None).
+    Returns rows {tokens, sdpa_ms, matmuls_ms, conv_ms, floor_ms, castled_ms, kernel_ms}.
     """
     from .branches import TokenConv1d
     from .fused import linear_angular
@@ -372,14 +380,18 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
             out, values = linear_angular(qkv, heads)
             return out + conv(values)
 
+        calls = {
+            "sdpa_ms": lambda: F.scaled_dot_product_attention(q, k, v),
+            "kv_ms": lambda: keys.transpose(1, 2) @ values,
+            "queries_ms": lambda: keys @ kv,
+            "conv_ms": lambda: conv(token_major),
+            "castled_ms": castled,
+        }
+        if cpu_extension.covers(qkv, heads, "kernel", conv):
+            calls["kernel_ms"] = lambda: cpu_extension.linear_angular_conv(qkv, heads, conv.conv.weight)
         with torch.no_grad():
-            times = {name: 1e3 * median_time(fn, repeats, 5, device) for name, fn in {
-                "sdpa_ms": lambda: F.scaled_dot_product_attention(q, k, v),
-                "kv_ms": lambda: keys.transpose(1, 2) @ values,
-                "queries_ms": lambda: keys @ kv,
-                "conv_ms": lambda: conv(token_major),
-                "castled_ms": castled,
-            }.items()}
+            times = {name: 1e3 * median_time(fn, repeats, 5, device) for name, fn in calls.items()}
+        times.setdefault("kernel_ms", None)
         matmuls = times.pop("kv_ms") + times.pop("queries_ms")
         rows.append({"tokens": n, **times, "matmuls_ms": matmuls, "floor_ms": matmuls + times["conv_ms"]})
     return rows
@@ -619,13 +631,16 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
 
 
 def print_floor(results) -> None:
-    """The attention alone: the twin's one SDPA call against the calls the castled module cannot avoid."""
-    print("\nattention alone, forward, B=8, C=128, 4 heads (the castled module's floor: its two batched matmuls "
-          "and its conv, timed alone):")
+    """The attention alone: the twin's one SDPA call against the library calls the castled attention
+    cannot avoid, and against the compiled CPU kernel's one call."""
+    print("\nattention alone, forward, B=8, C=128, 4 heads (the library-call path's floor: its two batched "
+          "matmuls and its conv, timed alone; the CPU kernel: all of it in one call):")
     for r in results["floor"]:
-        print(f"  {r['tokens']:>5} tokens: SDPA {r['sdpa_ms']:.2f} ms | castled {r['castled_ms']:.2f} ms, of which "
-              f"at least matmuls {r['matmuls_ms']:.2f} + conv {r['conv_ms']:.2f} = {r['floor_ms']:.2f} ms "
-              f"({r['floor_ms'] / r['sdpa_ms']:.2f}x SDPA)")
+        kernel = "" if r.get("kernel_ms") is None else (
+            f" | CPU kernel {r['kernel_ms']:.2f} ms ({r['kernel_ms'] / r['sdpa_ms']:.2f}x SDPA)")
+        print(f"  {r['tokens']:>5} tokens: SDPA {r['sdpa_ms']:.2f} ms | library calls {r['castled_ms']:.2f} ms, of "
+              f"which at least matmuls {r['matmuls_ms']:.2f} + conv {r['conv_ms']:.2f} = {r['floor_ms']:.2f} ms "
+              f"({r['floor_ms'] / r['sdpa_ms']:.2f}x SDPA)" + kernel)
 
 
 def print_compiled(results) -> None:

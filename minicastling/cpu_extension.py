@@ -12,6 +12,7 @@ against attention.linear_angular_attention in float64). It covers: CPU tensors, 
 conv="1d" or no conv, head_dim 16, 24, 32, 48 or 64. MINICASTLING_CPU_KERNEL=0 turns it off.
 """
 
+import contextlib
 import functools
 import os
 import platform
@@ -29,8 +30,25 @@ HEAD_DIMS = (16, 24, 32, 48, 64)
 SWITCH = "MINICASTLING_CPU_KERNEL"
 
 
+_suspended = 0  # > 0 inside off()
+
+
+@contextlib.contextmanager
+def off():
+    """The library-call path inside the block: what torch's flop counter needs, since it counts aten's
+    operators and cannot see into the compiled call (the arithmetic is the same)."""
+    global _suspended
+    _suspended += 1
+    try:
+        yield
+    finally:
+        _suspended -= 1
+
+
 def enabled() -> bool:
-    """False when $MINICASTLING_CPU_KERNEL is 0 (or false/off/no): the library-call path only."""
+    """False inside off(), or when $MINICASTLING_CPU_KERNEL is 0 (or false/off/no)."""
+    if _suspended:
+        return False
     value = os.environ.get(SWITCH, "1").strip().lower()
     if value in ("0", "false", "off", "no"):
         return False

@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from . import zoo
+from . import cpu_extension, zoo
 from .attention import CastlingAttention, build_attention, set_alpha
 
 ATTENTION_KINDS = ("castling", "linear-angular", "softmax", *zoo.KINDS)
@@ -281,7 +281,7 @@ def macs(module: nn.Module, *inputs) -> int:
     was_training = module.training
     module.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        with cpu_extension.off(), FlopCounterMode(display=False) as counter:
             module(*inputs)
     finally:
         module.train(was_training)

@@ -85,13 +85,20 @@ def keep_freed_memory() -> bool:
 
 
 def describe(device: torch.device) -> str:
-    """One line naming versions, device and budget: the header of every notebook and run."""
-    from . import __version__
+    """One line naming versions, device and budget: the header of every notebook and run.
+
+    On the CPU it also says whether castled attention runs the compiled CPU kernel (building it
+    here, once per machine, if it is not built yet) or the library-call path.
+    """
+    from . import __version__, cpu_extension
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    kernel = ""
+    if device.type == "cpu":
+        kernel = " | CPU kernel " + ("on" if cpu_extension.enabled() and cpu_extension.load() is not None else "off")
     return (f"minicastling {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
             f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}"
-            + (" | malloc keeps freed memory" if _freed_memory_kept else ""))
+            + (" | malloc keeps freed memory" if _freed_memory_kept else "") + kernel)
 
 
 def setup(seed: int = 0, device: str = "auto") -> torch.device:

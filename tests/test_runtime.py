@@ -49,7 +49,18 @@ def test_describe_says_when_freed_memory_is_kept(monkeypatch):
     monkeypatch.setattr(runtime, "_freed_memory_kept", False)
     assert "malloc" not in runtime.describe(torch.device("cpu"))
     monkeypatch.setattr(runtime, "_freed_memory_kept", True)
-    assert runtime.describe(torch.device("cpu")).endswith("| malloc keeps freed memory")
+    assert "| malloc keeps freed memory" in runtime.describe(torch.device("cpu"))
+
+
+def test_describe_says_whether_the_cpu_kernel_runs(monkeypatch):
+    import torch
+
+    from minicastling import cpu_extension
+
+    built = cpu_extension.load() is not None
+    assert runtime.describe(torch.device("cpu")).endswith("| CPU kernel " + ("on" if built else "off"))
+    monkeypatch.setenv(cpu_extension.SWITCH, "0")
+    assert runtime.describe(torch.device("cpu")).endswith("| CPU kernel off")
 
 
 def test_the_command_line_keeps_freed_memory_before_it_runs(monkeypatch, capsys):
