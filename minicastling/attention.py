@@ -156,6 +156,8 @@ class CastlingAttention(MultiHeadTokens):
     threshold: ε of the mask [softmax > ε]; with mask="relative" it is in units of the uniform
     weight 1/N, so the mask keeps the weights above threshold/N (the authors' mask is "absolute").
     alpha: the branch's initial weight.
+    Three paths compute the same numbers: under torch.compile the readable form; on the CPU the
+    compiled kernel (cpu_extension) where it covers the call; elsewhere fused.LinearAngular.
     """
 
     def __init__(

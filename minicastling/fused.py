@@ -1,8 +1,10 @@
-"""The fast path of CastlingAttention: linear-angular attention as one autograd.Function.
+"""The library-call fast path of CastlingAttention: linear-angular attention as one autograd.Function.
 
 The readable form is attention.linear_angular_attention; this module computes the same numbers
 with fewer passes over memory, which is what limits it at the token counts the course uses
-(tutorial 07, `python -m minicastling bench`). What it changes, and why:
+(tutorial 07, `python -m minicastling bench`). It runs wherever the compiled CPU kernel
+(cpu_extension) does not: on CUDA, for form="official", the 2-D conv, other head dims, or with the
+kernel switched off. What it changes, and why:
 
 * q̂ and k̂ are normalised in one pass over the q, k part of the qkv projection and written straight
   into the head-major layout that batched matmuls want.
