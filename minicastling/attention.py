@@ -10,7 +10,6 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from . import cpu_extension, fused
@@ -221,11 +220,9 @@ class CastlingAttention(MultiHeadTokens):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.project(x)  # (B, N, 3C)
-        q, k, v = self.heads(qkv)  # (B, H, N, d) views
-        auxiliary = None
-        if self.auxiliary_active:  # skipped at α = 0: nothing to add, and it costs O(N²)
-            auxiliary = self.alpha_weight * masked_softmax_attention(q, k, v, self.mask_threshold(k.shape[-2]))
+        auxiliary = self.auxiliary(qkv) if self.auxiliary_active else None  # skipped at α = 0: it costs O(N²)
         if _compiling():  # the readable form: torch.compile fuses its small operations itself
+            q, k, v = self.heads(qkv)  # (B, H, N, d) views
             out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
         elif cpu_extension.covers(qkv, self.num_heads, self.form, self.conv):  # attention and DWConv, one call
             weight = None if self.conv is None else self.conv.conv.weight
@@ -236,6 +233,11 @@ class CastlingAttention(MultiHeadTokens):
         if self.conv is not None:
             out = out + self.conv(v)
         return self.merge(out)  # (B, N, C)
+
+    def auxiliary(self, qkv: torch.Tensor) -> torch.Tensor:
+        """α · masked softmax attention (B, H, N, d) from the projection: the training-time branch."""
+        q, k, v = self.heads(qkv)  # (B, H, N, d) views
+        return self.alpha_weight * masked_softmax_attention(q, k, v, self.mask_threshold(k.shape[-2]))
 
     def mask_threshold(self, keys: int) -> float:
         """ε for `keys` keys: the threshold itself, or threshold / keys for mask="relative"."""

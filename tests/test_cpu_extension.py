@@ -3,11 +3,11 @@
 import warnings
 
 import pytest
+import test_fused as fused_test  # its readable reference and gradient helper
 import torch
-from einops import rearrange
 
-from minicastling import attention, cpu_extension, fused
-from minicastling.attention import CastlingAttention, linear_angular_attention
+from minicastling import cpu_extension, fused
+from minicastling.attention import CastlingAttention
 from minicastling.branches import TokenConv1d
 
 # (batch, tokens, heads, head_dim): batch 1, one token, odd counts, every compiled head_dim
@@ -22,15 +22,12 @@ def kernel():
 
 def readable(qkv, heads, conv=None):
     """Kernel-form linear-angular attention plus the token conv, as the readable modules compute it."""
-    q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=heads)
-    out = linear_angular_attention(q, k, v, form="kernel")
+    out, v = fused_test.readable(qkv, heads, "kernel")
     return out if conv is None else out + conv(v)
 
 
-def gradients(output, inputs, seed=1):
-    """d(Σ w · output)/d(inputs) for fixed random weights w."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.autograd.grad((output * torch.randn(output.shape, generator=g, dtype=output.dtype)).sum(), inputs)
+def gradients(output, inputs):
+    return fused_test.gradients([output], inputs)
 
 
 @pytest.mark.parametrize("kernel_size", [9, 3, None])

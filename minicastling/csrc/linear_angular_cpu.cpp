@@ -326,6 +326,31 @@ bool with_head_dim(int64_t d, F&& f) {
   }
 }
 
+// Where (image b, head h) = (bh / heads, bh % heads) starts in each tensor: qkv (B, N, 3C); out,
+// average and grad (B, N, H, d); stats (B, H, 3, N); moments (B, H, d + 2, d).
+struct Offsets {
+  int64_t qkv, tokens, stats, moments;
+  Offsets(int64_t bh, int64_t heads, int64_t N, int64_t d) {
+    const int64_t b = bh / heads, h = bh % heads, C = heads * d;
+    qkv = b * N * 3 * C + h * d;
+    tokens = b * N * C + h * d;
+    stats = bh * 3 * N;
+    moments = bh * (d + 2) * d;
+  }
+};
+
+template <typename T>
+Head<T> head_at(const T* q, int64_t C, int64_t N) {
+  return {q, q + C, q + 2 * C, 3 * C, N};
+}
+
+template <typename T>
+Saved<T> saved_at(const Offsets& at, int64_t N, const torch::Tensor& stats, const torch::Tensor& moments,
+                  const torch::Tensor& average) {
+  T* st = stats.data_ptr<T>() + at.stats;
+  return {st, st + N, st + 2 * N, moments.data_ptr<T>() + at.moments, average.data_ptr<T>() + at.tokens};
+}
+
 void check_inputs(const torch::Tensor& qkv, int64_t heads, const c10::optional<torch::Tensor>& weight) {
   TORCH_CHECK(qkv.device().is_cpu() && qkv.dim() == 3 && qkv.is_contiguous(),
               "qkv must be a contiguous CPU tensor (B, N, 3C), got ", qkv.sizes());
@@ -365,18 +390,11 @@ std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, cons
       at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
         std::vector<T> scratch;
         for (int64_t bh = begin; bh < end; ++bh) {
-          const int64_t b = bh / heads, h = bh % heads;
-          const T* base = src + b * N * 3 * C + h * d;
-          Head<T> in{base, base + C, base + 2 * C, 3 * C, N};
-          const int64_t at_out = b * N * C + h * d;
+          const Offsets at(bh, heads, N, d);
           Saved<T> saved{};
-          if (save) {
-            T* st = stats.data_ptr<T>() + bh * 3 * N;
-            saved = {st, st + N, st + 2 * N, moments.data_ptr<T>() + bh * (d + 2) * d,
-                     average.data_ptr<T>() + at_out};
-          }
-          forward_head<T, D>(in, w ? w + h * ksize : nullptr, ksize, T(eps), dst + at_out, C,
-                             save ? &saved : nullptr, scratch);
+          if (save) saved = saved_at<T>(at, N, stats, moments, average);
+          forward_head<T, D>(head_at(src + at.qkv, C, N), w ? w + (bh % heads) * ksize : nullptr, ksize, T(eps),
+                             dst + at.tokens, C, save ? &saved : nullptr, scratch);
         }
       });
     });
@@ -406,15 +424,10 @@ std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tens
       at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
         std::vector<T> scratch;
         for (int64_t bh = begin; bh < end; ++bh) {
-          const int64_t b = bh / heads, h = bh % heads;
-          const int64_t at_in = b * N * 3 * C + h * d, at_out = b * N * C + h * d;
-          const T* base = qkv.data_ptr<T>() + at_in;
-          Head<T> in{base, base + C, base + 2 * C, 3 * C, N};
-          T* st = stats.data_ptr<T>() + bh * 3 * N;
-          Saved<T> saved{st, st + N, st + 2 * N, moments.data_ptr<T>() + bh * (d + 2) * d,
-                         average.data_ptr<T>() + at_out};
-          T* g = grad_qkv.data_ptr<T>() + at_in;
-          backward_head<T, D>(in, w ? w + h * ksize : nullptr, ksize, T(eps), grad.data_ptr<T>() + at_out, C, saved,
+          const Offsets at(bh, heads, N, d);
+          T* g = grad_qkv.data_ptr<T>() + at.qkv;
+          backward_head<T, D>(head_at(qkv.data_ptr<T>() + at.qkv, C, N), w ? w + (bh % heads) * ksize : nullptr, ksize,
+                              T(eps), grad.data_ptr<T>() + at.tokens, C, saved_at<T>(at, N, stats, moments, average),
                               g, g + C, g + 2 * C, 3 * C, grad_w.data_ptr<T>() + bh * grad_w.size(2), scratch);
         }
       });
