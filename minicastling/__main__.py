@@ -164,22 +164,17 @@ def ablate(args) -> int:
 
 
 def study(args) -> int:
-    """Variants × seeds × datasets, castled and compared with intervals; writes a results JSON."""
-    from .study import SUITES, print_study, run_study
+    """Paired arms × seeds, castled and compared; writes a results JSON with the contrasts and verdicts."""
+    from .study import print_study, run_study
 
-    variants, datasets = SUITES[args.suite]
-    results = args.results or f"results/{'study' if args.suite == 'castling' else args.suite}.json"
-    previous = None
-    if args.suite != "castling" and Path(args.reuse).is_file():  # its reference runs, not trained twice
-        previous = json.loads(Path(args.reuse).read_text())
     try:
-        result = run_study(args.dataset or datasets, args.variant or variants, args.seeds, args.quick,
-                           f"{args.out}/{args.suite}", results, args.workers, previous=previous)
+        result = run_study(args.part or ("primary", "secondary", "diagnostic"), args.seeds, args.quick, args.scale,
+                           args.out, args.results, args.workers)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print_study(result)
-    print(f"\nwrote {results}")
+    print(f"\nwrote {args.results}")
     return 0
 
 
@@ -247,20 +242,20 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--variant", action="append", help="only this variant (repeatable)")
     p.set_defaults(run=ablate)
-    p = commands.add_parser("study", help="variants x seeds on Fashion-MNIST and the same/different task, "
-                                          "with intervals; write a results JSON")
-    p.add_argument("--suite", choices=["castling", "ingredients"], default="castling",
-                   help="castling: the attention variants on both datasets (default); ingredients: the gpu "
-                        "recipe's augmentations, stochastic depth and weight average, one at a time, on Fashion-MNIST")
-    p.add_argument("--dataset", action="append", help="fashion-mnist or same-different (repeatable; default: the suite's)")
-    p.add_argument("--variant", action="append", help="only this variant (repeatable; default: the suite's)")
-    p.add_argument("--seeds", type=int, default=3)
+    p = commands.add_parser("study", help="does the softmax branch make the castled model better? paired runs, "
+                                          "contrasts and verdicts; write a results JSON")
+    p.add_argument("--part", action="append", choices=["primary", "secondary", "diagnostic"],
+                   help="primary: branch on vs off for both forms on Fashion-MNIST; secondary: against the twin, "
+                        "linear-angular alone and a held schedule; diagnostic: the same/different dose-response "
+                        "(repeatable; default: all three)")
+    p.add_argument("--seeds", type=int, help="seeds per arm (default: the design's; more than an earlier run's "
+                                             "adds seeds to it)")
     p.add_argument("--workers", type=int, default=2, help="runs side by side, the threads shared between them")
     p.add_argument("--quick", action="store_true", help="tiny runs in seconds: the mechanics, not a result")
-    p.add_argument("--out", default="runs/study")
-    p.add_argument("--results", help="results JSON (default results/study.json, or results/ingredients.json)")
-    p.add_argument("--reuse", default="results/study.json",
-                   help="for --suite ingredients: a castling study whose reference runs match are taken from it")
+    p.add_argument("--scale", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu: recipes that fit a 2-core CPU; gpu: all of Fashion-MNIST, more epochs (not run here)")
+    p.add_argument("--out", default="runs/study", help="run folders; finished runs there are reused, unfinished resume")
+    p.add_argument("--results", default="results/study.json", help="results JSON")
     p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)

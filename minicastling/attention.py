@@ -219,20 +219,21 @@ class CastlingAttention(MultiHeadTokens):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.project(x)  # (B, N, 3C)
-        auxiliary = self.auxiliary(qkv) if self.auxiliary_active else None  # skipped at α = 0: it costs O(N²)
+        return self.merge(self.attend(self.project(x)))  # (B, N, C)
+
+    def attend(self, qkv: torch.Tensor, branch: bool = True) -> torch.Tensor:
+        """The heads' output (B, H, N, d) before the projection; branch=False leaves out the softmax branch."""
+        auxiliary = self.auxiliary(qkv) if branch and self.auxiliary_active else None  # skipped at α = 0: O(N²)
         if _compiling():  # the readable form: torch.compile fuses its small operations itself
             q, k, v = self.heads(qkv)  # (B, H, N, d) views
             out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
         elif cpu_extension.covers(qkv, self.num_heads, self.form, self.conv):  # attention and DWConv, one call
             weight = None if self.conv is None else self.conv.conv.weight
             out = cpu_extension.linear_angular_conv(qkv, self.num_heads, weight)
-            return self.merge(out if auxiliary is None else out + auxiliary)
+            return out if auxiliary is None else out + auxiliary
         else:  # the same numbers in fewer passes over memory, with a hand-written backward
             out, v = fused.linear_angular(qkv, self.num_heads, self.form, auxiliary)
-        if self.conv is not None:
-            out = out + self.conv(v)
-        return self.merge(out)  # (B, N, C)
+        return out if self.conv is None else out + self.conv(v)
 
     def auxiliary(self, qkv: torch.Tensor) -> torch.Tensor:
         """α · masked softmax attention (B, H, N, d) from the projection: the training-time branch."""

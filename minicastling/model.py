@@ -185,11 +185,11 @@ def castle(model: nn.Module, force: bool = False) -> nn.Module:
 
 @torch.no_grad()
 def per_layer(model: nn.Module, images: torch.Tensor, kinds, measure) -> list:
-    """measure(layer, q, k) for every attention layer of the given kinds, on one eval-mode forward pass."""
+    """measure(layer, tokens) for every attention layer of the given kinds, on one eval-mode forward pass."""
     values = []
     layers = [m for m in model.modules() if isinstance(m, kinds)]
-    hooks = [layer.register_forward_pre_hook(
-        lambda layer, inputs: values.append(measure(layer, *layer.split_qkv(inputs[0])[:2]))) for layer in layers]
+    hooks = [layer.register_forward_pre_hook(lambda layer, inputs: values.append(measure(layer, inputs[0])))
+             for layer in layers]
     was_training = model.training
     try:
         model.eval()
@@ -209,11 +209,30 @@ def mask_density(model: nn.Module, images: torch.Tensor) -> float:
     """
     from .branches import attention_probabilities
 
-    def density(layer, q, k):
+    def density(layer, tokens):
+        q, k, _ = layer.split_qkv(tokens)
         return (attention_probabilities(q, k) > layer.mask_threshold(k.shape[-2])).float().mean().item()
 
     densities = per_layer(model, images, CastlingAttention, density)
     return sum(densities) / len(densities) if densities else 0.0
+
+
+def branch_share(model: nn.Module, images: torch.Tensor) -> float | None:
+    """How much of the attention output the softmax branch makes: ‖y − y₀‖ / ‖y‖ per castling layer,
+    y its heads' output with the branch and y₀ without (same input), averaged over layers.
+
+    None when no layer has the branch on (α = 0 or castled). Read beside α: a branch can be weighted
+    and still add little, when its mask keeps few entries or its output lies close to the linear path's.
+    """
+    def share(layer, tokens):
+        if not layer.auxiliary_active:
+            return None
+        qkv = layer.project(tokens)  # (B, N, 3C)
+        with_branch, without = layer.attend(qkv), layer.attend(qkv, branch=False)  # (B, H, N, d) each
+        return ((with_branch - without).norm() / with_branch.norm().clamp_min(1e-12)).item()
+
+    shares = [s for s in per_layer(model, images, CastlingAttention, share) if s is not None]
+    return sum(shares) / len(shares) if shares else None
 
 
 def row_sharpness(weights: torch.Tensor) -> tuple:
@@ -235,7 +254,8 @@ def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
     from .attention import SoftmaxAttention, attention_weights
     from .branches import attention_probabilities
 
-    def sharpness(layer, q, k):
+    def sharpness(layer, tokens):
+        q, k, _ = layer.split_qkv(tokens)
         weights = attention_probabilities(q, k) if isinstance(layer, SoftmaxAttention) else \
             attention_weights(q, k, "angular-linear")  # (B, H, N, N)
         return row_sharpness(weights)

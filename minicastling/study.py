@@ -1,234 +1,348 @@
-"""What castling buys, measured: variants × seeds × datasets, with intervals, in one command.
+"""Does the softmax branch make the castled model better? A study designed to answer it.
 
-`python -m minicastling study` trains every variant below with several seeds on Fashion-MNIST and
-on the diagnostic same/different task (synthetic.same_different), castles each model, and writes
-results/study.json: per dataset and variant the per-seed test accuracies after castling
-(`accuracies`) and before, MACs, wall time, the auxiliary mask's density per epoch, and how sharp
-the trained attention is. `summary` holds mean ± std per variant and, for each variant against the
-castling model, the difference of means with a 95 % Welch t-interval and a verdict in words.
-Tutorial 07 reads the committed file. Every variant changes one thing of the same recipe.
+`python -m minicastling study` trains paired arms (same seed: same initialisation and data order),
+castles every model, and writes results/study.json. The design is declared in DESIGN below, and in
+the file before any run starts:
+
+* primary: the castling recipe (branch on) against the same recipe with α₀ = 0 (branch off), once
+  for the authors' form and once for the kernel form, on Fashion-MNIST near its plateau; paired
+  differences, Holm-corrected across the two, verdicts with a ±1-point equivalence margin;
+* secondary, exploratory: castled against the softmax twin and against linear-angular attention
+  alone, α held at 1 for half of training against the default schedule, and the two forms castled;
+* diagnostic, exploratory: a dose–response on the same/different task (synthetic.same_different) at
+  noise levels where linear-angular attention alone is above chance but far from solving it.
+
+Each run's record is written atomically when it ends (out/<dataset>/<arm>/seed<k>/record.json): an
+interrupted study resumes, and a larger --seeds extends one. Statistics: stats.py. Tutorial 07.
 """
 
 import dataclasses
 import functools
 import json
-import math
 import platform
 import re
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 
+from . import stats
 from .files import save_json
 
-REFERENCE = "castling (ε = 0.02)"
-VARIANTS = {
+FASHION = "fashion-mnist"
+DIAGNOSTIC_NOISES = (0.0, 0.02, 0.04)
+
+
+def same_different_name(noise: float) -> str:
+    return f"same-different, noise {noise:.2f}"
+
+
+FORMS = ("official", "kernel")
+ARMS = {  # name: what it changes in the dataset's recipe; every arm names its form, whatever the default
+    **{f"castling, {form} form": dict(form=form) for form in FORMS},
+    **{f"branch off, {form} form": dict(form=form, alpha0=0.0) for form in FORMS},
     "softmax twin": dict(attention="softmax"),
-    "linear-angular only": dict(attention="linear-angular"),
-    "+ DWConv 1-D": dict(conv="1d", alpha0=0.0),
-    "+ DWConv 2-D": dict(conv="2d", alpha0=0.0),
-    REFERENCE: dict(),
-    "castling, mask above ½ · 1/N": dict(mask="relative", threshold=0.5),
-    "castling, official form": dict(form="official"),
+    **{f"linear-angular alone, {form} form": dict(attention="linear-angular", form=form) for form in FORMS},
+    **{f"α held for half, {form} form": dict(form=form, alpha_hold=0.5) for form in FORMS},
 }
-INGREDIENTS = {  # the gpu recipe's ingredients, each added alone to the castling model: help or hurt?
-    "+ TrivialAugment": dict(augment=1.0),
-    "+ mixup": dict(mixup=0.8),
-    "+ cutmix": dict(cutmix=1.0),
-    "+ drop path 0.1": dict(drop_path=0.1),
-    "+ weight average": dict(ema=0.995),
+DIAGNOSTIC_ARMS = ("castling, kernel form", "branch off, kernel form", "linear-angular alone, kernel form",
+                   "softmax twin")
+
+
+def contrast(name, dataset, a, b, part, form=None):
+    return {"name": name, "dataset": dataset, "a": a, "b": b, "part": part, "primary": part == "primary",
+            "form": form}
+
+
+CONTRASTS = [
+    *[contrast(f"branch on vs off, {form} form", FASHION, f"castling, {form} form", f"branch off, {form} form",
+               "primary", form) for form in FORMS],
+    *[contrast(f"castled vs softmax twin, {form} form", FASHION, f"castling, {form} form", "softmax twin",
+               "secondary", form) for form in FORMS],
+    *[contrast(f"castled vs linear-angular alone, {form} form", FASHION, f"castling, {form} form",
+               f"linear-angular alone, {form} form", "secondary", form) for form in FORMS],
+    *[contrast(f"α held for half vs default schedule, {form} form", FASHION, f"α held for half, {form} form",
+               f"castling, {form} form", "secondary", form) for form in FORMS],
+    contrast("official vs kernel form, castled", FASHION, "castling, official form", "castling, kernel form",
+             "secondary"),
+    *[contrast(f"branch on vs off, {same_different_name(noise)}", same_different_name(noise),
+               "castling, kernel form", "branch off, kernel form", "diagnostic", "kernel")
+      for noise in DIAGNOSTIC_NOISES],
+]
+PARTS = ("primary", "secondary", "diagnostic")
+SCALES = ("cpu", "gpu")
+DESIGN = {
+    "question": "does training with the masked softmax branch, then castling, leave a better model than "
+                "the same recipe without the branch?",
+    "pairing": "the arms of a contrast share the seed, hence the initialisation and the data order",
+    "margin": 1.0, "alpha": 0.05, "power": 0.8, "mde_target": 1.0, "minimum_seeds": 10,
+    "correction": "Holm across the primary contrasts",
+    "verdicts": "better / worse: the test of 0 rejects (primary: Holm-adjusted p < 0.05; else the 95 % interval "
+                "excludes 0); equivalent: otherwise, and both one-sided tests against ±margin reject; "
+                "undetermined: otherwise",
+    "seeds_rule": "a pilot of the first seeds gives the paired SD of the primary contrasts; seeds are then added "
+                  "until the minimum detectable paired difference (80 % power, two-sided 5 %) is at most "
+                  "mde_target for both; the pilot's seeds are part of the final sample",
+    "seeds": {"primary": 12, "secondary": 12, "diagnostic": 5},
 }
-VARIANTS.update(INGREDIENTS)
-SUITES = {  # name: (variants, datasets)
-    "castling": (tuple(v for v in VARIANTS if v not in INGREDIENTS), ("fashion-mnist", "same-different")),
-    "ingredients": ((REFERENCE, *INGREDIENTS), ("fashion-mnist",)),
+RECIPES = {  # per scale, the recipe each dataset is studied with; arms change one or two fields of it
+    "cpu": {FASHION: ("cpu", dict(epochs=5, train_images=20000)),
+            "same-different": ("cpu", dict(epochs=12, train_images=10000, lr=2e-3))},
+    "gpu": {FASHION: ("cpu", dict(epochs=30, train_images=None)),
+            "same-different": ("cpu", dict(epochs=30, train_images=50000, lr=2e-3))},
 }
-DATASET_RECIPES = {  # the recipe each dataset is studied with (the cpu recipe, shorter); variants change one field
-    "fashion-mnist": dict(model="cpu", epochs=4, train_images=6000, test_every_epoch=False),
-    "same-different": dict(model="cpu", epochs=5, train_images=10000, lr=2e-3, crop_padding=0, test_every_epoch=False),
-}
-QUICK = dict(model="smoke", epochs=2, train_images=1024, batch_size=64)  # seconds a run: the mechanics, not a result
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # two-sided 95 % quantiles of Student's t
+QUICK = ("smoke", dict(epochs=2, train_images=256, batch_size=64))  # seconds a run: the mechanics, not a result
 
 
-def t_quantile(df: float) -> float:
-    """The two-sided 95 % t quantile for `df` degrees of freedom, rounded down to a tabulated df (wider)."""
-    known = [k for k in T_95 if k <= max(df, 1)]
-    return T_95[max(known)] if df < 60 else 1.96
+def parts_contrasts(parts) -> list:
+    return [c for c in CONTRASTS if c["part"] in parts]
 
 
-def welch_interval(a: list, b: list) -> tuple:
-    """mean(a) − mean(b) and its 95 % Welch t-interval (no equal-variance assumption)."""
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    difference = statistics.mean(a) - statistics.mean(b)
-    if va + vb == 0:
-        return difference, (difference, difference)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = t_quantile(df) * math.sqrt(va + vb)
-    return difference, (difference - half, difference + half)
+def arms_by_dataset(parts) -> dict:
+    """{dataset: [arm, …]} that the chosen parts' contrasts need, in the order they are first named."""
+    needed = {}
+    for c in parts_contrasts(parts):
+        for arm in (c["a"], c["b"]):
+            needed.setdefault(c["dataset"], {})[arm] = None
+    for noise in DIAGNOSTIC_NOISES if "diagnostic" in parts else ():  # the dose–response's two references too
+        needed[same_different_name(noise)].update(dict.fromkeys(DIAGNOSTIC_ARMS))
+    return {dataset: list(arms) for dataset, arms in needed.items()}
 
 
-def mean_interval(values: list) -> tuple:
-    """mean(values) and the half-width of its 95 % t-interval: t(n − 1) · std / √n (0 for one value)."""
-    if len(values) < 2:
-        return statistics.mean(values), 0.0
-    return statistics.mean(values), t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+def load_study_dataset(name: str, quick: bool = False):
+    """A study dataset by name: Fashion-MNIST, or the same/different task at a noise level; quick runs
+    take small generated stand-ins so that a test needs no download."""
+    from .data import load_dataset
+    from .synthetic import same_different, stand_in
 
-
-def summarise(runs: dict) -> dict:
-    """Per variant: mean and std of the accuracies after castling, and the difference from REFERENCE."""
-    reference = runs.get(REFERENCE, {}).get("accuracies")
-    summary = {}
-    for variant, entry in runs.items():
-        accuracies = entry["accuracies"]
-        row = {"mean": statistics.mean(accuracies), "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-               "seeds": len(accuracies)}
-        if reference and variant != REFERENCE and len(accuracies) > 1 and len(reference) > 1:
-            difference, (low, high) = welch_interval(accuracies, reference)
-            row.update(difference=difference, interval_95=[low, high], verdict=verdict(variant, difference, low, high))
-        summary[variant] = row
-    return summary
-
-
-def verdict(variant: str, difference: float, low: float, high: float) -> str:
-    if low > 0:
-        return f"{variant} is better than {REFERENCE} by {difference:.1f} points (95 % interval {low:.1f} to {high:.1f})"
-    if high < 0:
-        return f"{variant} is worse than {REFERENCE} by {-difference:.1f} points (95 % interval {low:.1f} to {high:.1f})"
-    return f"{variant} and {REFERENCE} differ by {difference:+.1f} points, within noise (95 % interval {low:.1f} to {high:.1f})"
+    if name.startswith("same-different"):
+        noise = float(name.rsplit(" ", 1)[1])
+        return same_different(n_train=512, n_test=256, noise=noise) if quick else same_different(noise=noise)
+    return stand_in(n_train=512, n_test=256, size=16) if quick else load_dataset(name, progress=False)
 
 
 @functools.lru_cache(maxsize=None)
-def dataset_named(name: str):
-    """A dataset, loaded or generated once per process: a worker trains many runs on the same one."""
-    from .data import load_dataset
-
-    return load_dataset(name, progress=False)
+def cached_dataset(name: str, quick: bool):
+    """A dataset, loaded or generated once per worker process: a worker trains many runs on one."""
+    return load_study_dataset(name, quick)
 
 
-def run_one(task: dict) -> dict:
-    """One training run, in this process or a worker: train and castle; return what the study keeps."""
-    from .train import Recipe, train
-
-    torch.set_num_threads(task["threads"])
-    dataset = dataset_named(task["dataset"])
-    metrics = train(Recipe(**task["recipe"]), task["out"], dataset, device="cpu", progress=False, quiet=True)
-    history = [json.loads(line) for line in (Path(task["out"]) / "metrics.jsonl").read_text().splitlines()]
-    return {**{k: task[k] for k in ("dataset", "variant", "seed")},
-            "after": metrics["test_acc_after_castling"], "before": metrics["test_acc_before_castling"],
-            "macs_before": metrics["macs_before_castling"], "macs_after": metrics["macs_after_castling"],
-            "seconds": metrics["wall_time_s"], "sharpness": metrics["attention_sharpness"],
-            "test_acc_per_epoch": [row["test_acc"] for row in history],
-            "mask_density_per_epoch": [row["mask_density"] for row in history]}
-
-
-def slug(variant: str) -> str:
-    """A folder name for a variant: "castling (ε = 0.02)" → "castling-e-0-02"."""
-    return re.sub(r"[^a-z0-9]+", "-", variant.lower().replace("ε", "e").replace("½", "half")).strip("-")
-
-
-def tasks_for(datasets, variants, seeds, quick: bool, out: Path, threads: int) -> list:
+def recipe_for(dataset: str, arm: str, seed: int, scale: str, quick: bool) -> dict:
     from .train import get_recipe
 
-    tasks = []
-    for dataset in datasets:
-        base = QUICK if quick else DATASET_RECIPES[dataset]
-        for variant in variants:
-            for seed in range(seeds):
-                recipe = get_recipe(base["model"], **{**base, **VARIANTS[variant], "seed": seed})
-                tasks.append({"dataset": dataset, "variant": variant, "seed": seed, "threads": threads,
-                              "recipe": dataclasses.asdict(recipe),
-                              "out": str(out / dataset / slug(variant) / f"seed{seed}")})
+    preset, base = QUICK if quick else RECIPES[scale]["same-different" if dataset.startswith("same") else dataset]
+    return dataclasses.asdict(get_recipe(preset, **base, **ARMS[arm], seed=seed))
+
+
+def slug(name: str) -> str:
+    """A folder name: "α held for half, kernel form" → "alpha-held-for-half-kernel-form"."""
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower().replace("α", "alpha")).strip("-")
+
+
+def plan(parts, seeds: dict, scale: str, quick: bool, out: Path, threads: int) -> list:
+    """Every (dataset, arm, seed) run the parts need, seed by seed, so an interrupted study stays paired."""
+    tasks, planned = [], set()
+    for part in (p for p in PARTS if p in parts):
+        for seed in range(seeds[part]):
+            for dataset, arms in arms_by_dataset([part]).items():
+                for arm in arms:
+                    task = {"dataset": dataset, "arm": arm, "seed": seed, "threads": threads, "quick": quick,
+                            "recipe": recipe_for(dataset, arm, seed, scale, quick),
+                            "out": str(out / slug(dataset) / slug(arm) / f"seed{seed}"),
+                            "device": "cpu" if scale == "cpu" else "auto"}
+                    if task["out"] not in planned:  # an arm two parts share runs once
+                        planned.add(task["out"])
+                        tasks.append(task)
     return tasks
 
 
-def reusable(previous: dict | None, tasks: list) -> dict:
-    """{(dataset, REFERENCE): runs entry} of an earlier study that these tasks would repeat exactly: the
-    reference recipe (setup.recipes) and seeds 0 … n − 1, so training them again gives the same numbers."""
-    found = {}
-    for dataset, entry in (previous or {}).get("datasets", {}).items():
-        recipe, run = previous["setup"]["recipes"].get(dataset), entry["runs"].get(REFERENCE)
-        mine = [t for t in tasks if t["dataset"] == dataset and t["variant"] == REFERENCE]
-        if run and mine and sorted(t["seed"] for t in mine) == list(range(len(run["accuracies"]))) and all(
-                {k: v for k, v in t["recipe"].items() if k != "seed"} == recipe for t in mine):
-            found[dataset, REFERENCE] = run
-    return found
+def record_path(task: dict) -> Path:
+    return Path(task["out"]) / "record.json"
 
 
-def run_study(datasets=tuple(DATASET_RECIPES), variants=tuple(VARIANTS), seeds: int = 3, quick: bool = False,
-              out="runs/study", results="results/study.json", workers: int = 2, progress: bool = True,
-              previous: dict | None = None) -> dict:
-    """Train every (dataset, variant, seed), `workers` runs side by side; write and return the study.
+def finished(task: dict) -> dict | None:
+    """The run's record if it was trained with exactly this recipe, else None (it must run).
 
-    Runs that `previous` (an earlier study's results) already holds with the same recipe and seeds are
-    taken from it rather than trained again (the ingredients suite reuses the castling study's reference).
+    The recorded recipe is read back through today's Recipe, so a field added since, whose default
+    keeps the old behaviour, does not retrain every run.
     """
+    from .train import Recipe
+
+    path = record_path(task)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    try:
+        same = dataclasses.asdict(Recipe(**record["recipe"])) == task["recipe"]
+    except TypeError:  # a field that no longer exists
+        same = False
+    return record if same else None
+
+
+def run_one(task: dict) -> dict:
+    """Train, castle and record one run (in a worker); the record is written atomically at the end."""
+    from .train import Recipe, train
+
+    torch.set_num_threads(task["threads"])
+    started_cpu = time.process_time()
+    dataset = cached_dataset(task["dataset"], task["quick"])
+    metrics = train(Recipe(**task["recipe"]), task["out"], dataset, device=task["device"], progress=False, quiet=True)
+    history = [json.loads(line) for line in (Path(task["out"]) / "metrics.jsonl").read_text().splitlines()]
+    curves = {key: [row[key] for row in history] for key in (
+        "test_acc", "train_loss", "train_acc", "alpha_end_of_epoch", "mask_density", "branch_share",
+        "test_acc_without_branch")}
+    record = {"dataset": task["dataset"], "data": dataset.name, "arm": task["arm"], "seed": task["seed"],
+              "recipe": task["recipe"],
+              "after": metrics["test_acc_after_castling"], "before": metrics["test_acc_before_castling"],
+              "macs_before": metrics["macs_before_castling"], "macs_after": metrics["macs_after_castling"],
+              "seconds": metrics["wall_time_s"], "cpu_seconds": time.process_time() - started_cpu,
+              "sharpness": metrics["attention_sharpness"], "chance": majority_rate(dataset), "curves": curves}
+    save_json(record_path(task), record)
+    return record
+
+
+def majority_rate(dataset) -> float:
+    """Chance, honestly: the test split's most frequent class as a share of it, in percent."""
+    counts = torch.bincount(torch.as_tensor(dataset.y_test))
+    return 100.0 * counts.max().item() / len(dataset.y_test)
+
+
+def train_all(tasks: list, workers: int, progress: bool) -> list:
+    """Run the tasks not yet recorded, `workers` side by side; return every task's record."""
     from tqdm.auto import tqdm
 
-    unknown = [v for v in variants if v not in VARIANTS] + [d for d in datasets if d not in DATASET_RECIPES]
-    if unknown:
-        raise ValueError(f"unknown variant or dataset {unknown}; variants: {list(VARIANTS)}, datasets: "
-                         f"{list(DATASET_RECIPES)}")
-    threads = max(1, torch.get_num_threads() // workers)
-    tasks = tasks_for(datasets, variants, seeds, quick, Path(out), threads)
-    reused = reusable(previous, tasks)
-    all_tasks, tasks = tasks, [t for t in tasks if (t["dataset"], t["variant"]) not in reused]
-    started = time.perf_counter()
-    with tqdm(total=len(tasks), desc="study runs", disable=not progress) as bar:
+    records = {task["out"]: finished(task) for task in tasks}
+    todo = [task for task in tasks if records[task["out"]] is None]
+    with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="study runs", disable=not progress) as bar:
         if workers == 1:
-            records = []
-            for task in tasks:
-                records.append(run_one(task))
+            for task in todo:
+                records[task["out"]] = run_one(task)
                 bar.update()
         else:
             with ProcessPoolExecutor(workers) as pool:
-                futures = [pool.submit(run_one, task) for task in tasks]
-                for future in futures:
-                    future.result()
+                futures = {pool.submit(run_one, task): task for task in todo}
+                for future in as_completed(futures):
+                    records[futures[future]["out"]] = future.result()
                     bar.update()
-                records = [future.result() for future in futures]
-    recipes = {task["dataset"]: {k: v for k, v in task["recipe"].items() if k != "seed"} for task in all_tasks
-               if task["variant"] == REFERENCE or REFERENCE not in variants}
-    study = {"setup": {"recipes": recipes, "quick": quick,
-                       "seeds": seeds, "workers": workers, "threads_per_run": threads, "reference": REFERENCE,
-                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-                       "minutes": (time.perf_counter() - started) / 60},
-             "datasets": {}}
-    for dataset in datasets:
-        runs = {}
-        for variant in variants:
-            if (dataset, variant) in reused:
-                runs[variant] = {**reused[dataset, variant], "reused": True}
-                continue
-            mine = sorted((r for r in records if r["dataset"] == dataset and r["variant"] == variant),
-                          key=lambda r: r["seed"])
-            runs[variant] = {"accuracies": [r["after"] for r in mine], "accuracies_before": [r["before"] for r in mine],
-                             "macs_before": mine[0]["macs_before"], "macs_after": mine[0]["macs_after"],
-                             "seconds": [r["seconds"] for r in mine], "test_acc_per_epoch": [r["test_acc_per_epoch"] for r in mine],
-                             "mask_density_per_epoch": [r["mask_density_per_epoch"] for r in mine],
-                             "sharpness": [r["sharpness"] for r in mine]}
-        study["datasets"][dataset] = {"runs": runs, "summary": summarise(runs)}
+    return [records[task["out"]] for task in tasks]
+
+
+def gather(records: list) -> dict:
+    """{dataset: {arm: per-seed lists}} from the runs' records, seeds in order."""
+    runs = {}
+    for r in sorted(records, key=lambda r: r["seed"]):
+        entry = runs.setdefault(r["dataset"], {}).setdefault(r["arm"], {
+            "seeds": [], "accuracies": [], "accuracies_before": [], "seconds": [], "cpu_seconds": [],
+            "sharpness": [], "curves": [], "macs_before": r["macs_before"], "macs_after": r["macs_after"],
+            "chance": r["chance"], "data": r["data"]})
+        for key, value in (("seeds", r["seed"]), ("accuracies", r["after"]), ("accuracies_before", r["before"]),
+                           ("seconds", r["seconds"]), ("cpu_seconds", r["cpu_seconds"]),
+                           ("sharpness", r["sharpness"]), ("curves", r["curves"])):
+            entry[key].append(value)
+    return runs
+
+
+def compare(runs: dict, contrasts: list, design: dict = DESIGN) -> list:
+    """Every contrast whose two arms share at least two seeds, analysed as paired differences."""
+    results = []
+    for c in contrasts:
+        arms = runs.get(c["dataset"], {})
+        if c["a"] not in arms or c["b"] not in arms:
+            continue
+        a, b = arms[c["a"]], arms[c["b"]]
+        shared = sorted(set(a["seeds"]) & set(b["seeds"]))
+        if len(shared) < 2:
+            continue
+        pairs = [[a["accuracies"][a["seeds"].index(s)], b["accuracies"][b["seeds"].index(s)]] for s in shared]
+        result = stats.paired_difference([p[0] for p in pairs], [p[1] for p in pairs], design["margin"],
+                                         1 - design["alpha"], design["power"])
+        results.append({**c, "seeds": shared, "pairs": pairs, **result})
+    primary = [r for r in results if r["primary"]]
+    for key in ("p_value", "p_equivalence"):  # Holm within the primary family only
+        for r, adjusted in zip(primary, stats.holm([r[key] for r in primary])):
+            r[key + "_holm"] = adjusted
+    for r in results:
+        suffix = "_holm" if r["primary"] else ""
+        r["verdict"] = stats.verdict(r["difference"], r["p_value" + suffix], r["p_equivalence" + suffix],
+                                     design["alpha"])
+        r["seeds_for_mde_target"] = (stats.seeds_needed(r["sd"], design["mde_target"], design["alpha"],
+                                                        design["power"], design["minimum_seeds"])
+                                     if r["sd"] > 0 else design["minimum_seeds"])
+    return results
+
+
+def declared(parts, seeds: dict, scale: str, quick: bool) -> dict:
+    """The design as it stands before any run: what is compared, how, and with how many seeds."""
+    recipes = {dataset: recipe_for(dataset, arms[0], 0, scale, quick) for dataset, arms in arms_by_dataset(parts).items()}
+    return {**DESIGN, "seeds": seeds, "scale": scale, "quick": quick, "parts": list(parts),
+            "arms": {arm: ARMS[arm] for arms in arms_by_dataset(parts).values() for arm in arms},
+            "contrasts": parts_contrasts(parts),
+            "recipes": {d: {k: v for k, v in r.items() if k != "seed"} for d, r in recipes.items()}}
+
+
+def run_study(parts=PARTS, seeds: int | None = None, quick: bool = False, scale: str = "cpu", out="runs/study",
+              results="results/study.json", workers: int = 2, progress: bool = True) -> dict:
+    """Train what the parts need (resuming and extending earlier runs in `out`), analyse, write `results`."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or scale not in SCALES:
+        raise ValueError(f"unknown part {unknown} or scale {scale!r}; parts: {list(PARTS)}, scales: {list(SCALES)}")
+    if seeds is not None and seeds < 2:
+        raise ValueError(f"--seeds {seeds}: a paired interval needs at least 2 seeds")
+    chosen = {part: seeds or DESIGN["seeds"][part] for part in parts}
+    design = declared(parts, chosen, scale, quick)
+    save_json(Path(results), {"design": design})  # declared before any result
+    threads = max(1, torch.get_num_threads() // workers)
+    out = Path(out) / ("quick" if quick else scale)
+    started = time.perf_counter()
+    records = train_all(plan(parts, chosen, scale, quick, out, threads), workers, progress)
+    runs = gather(records)
+    study = {"design": design,
+             "setup": {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+                       "workers": workers, "threads_per_run": threads,
+                       "minutes_this_invocation": (time.perf_counter() - started) / 60,
+                       "minutes_by_part": minutes_by_part(runs, parts, workers)},
+             "runs": runs, "contrasts": compare(runs, design["contrasts"])}
     save_json(Path(results), study)
     return study
 
 
+def minutes_by_part(runs: dict, parts, workers: int) -> dict:
+    """Each part's runs' wall time, summed and divided by the runs side by side: its length on this machine."""
+    minutes = {}
+    for part in parts:
+        needed = arms_by_dataset([part])
+        seconds = sum(sum(runs[d][arm]["seconds"]) for d, arms in needed.items() for arm in arms
+                      if arm in runs.get(d, {}))
+        minutes[part] = seconds / 60 / workers
+    return minutes
+
+
 def print_study(study: dict) -> None:
-    """The summary tables: mean ± std per variant, the difference from castling and its interval."""
-    setup = study["setup"]
-    print(f"\n{setup['seeds']} seeds per variant, {setup['minutes']:.1f} minutes on {setup['machine']}"
-          f"{' (quick: mechanics only)' if setup['quick'] else ''}")
-    for dataset, entry in study["datasets"].items():
-        print(f"\n{dataset}: test accuracy after castling, % (difference from '{REFERENCE}', 95 % interval)")
-        for variant, row in entry["summary"].items():
-            sharp = [seed["max_weight_x_n"] for seed in entry["runs"][variant]["sharpness"]]
-            detail = "" if "difference" not in row else \
-                f"  {row['difference']:+6.2f} [{row['interval_95'][0]:+.2f}, {row['interval_95'][1]:+.2f}]"
-            sharpness = "" if None in sharp else f"   max weight {statistics.mean(sharp):.2f}/N"
-            print(f"  {variant:<28} {row['mean']:6.2f} ± {row['std']:4.2f}{detail}{sharpness}")
-        for row in entry["summary"].values():
-            if "verdict" in row:
-                print(f"    {row['verdict']}")
+    """The contrasts, primary first: pairs, difference, 95 % interval, MDE, verdict."""
+    design, runs = study["design"], study["runs"]
+    print(f"\n{study['setup']['machine']}, {study['setup']['workers']} runs side by side"
+          + (" (quick: the mechanics, not a result)" if design["quick"] else ""))
+    for part, minutes in study["setup"]["minutes_by_part"].items():
+        print(f"  {part}: {minutes:.1f} minutes of runs")
+    for dataset, arms in runs.items():
+        first = next(iter(arms.values()))
+        stand_in = f" (quick: {first['data']} stands in)" if first["data"] != dataset.split(",")[0] else ""
+        print(f"\n{dataset}{stand_in}: test accuracy after castling, % (mean ± sd over seeds; chance "
+              f"{first['chance']:.1f} %)")
+        for arm, entry in arms.items():
+            sd = statistics.stdev(entry["accuracies"]) if len(entry["accuracies"]) > 1 else 0.0
+            print(f"  {arm:<40} {statistics.mean(entry['accuracies']):6.2f} ± {sd:4.2f}  ({len(entry['seeds'])} seeds)")
+    for part in PARTS:
+        rows = [c for c in study["contrasts"] if c["part"] == part]
+        if rows:
+            print(f"\n{part} contrasts (paired by seed; a − b in points):")
+        for c in rows:
+            low, high = c["interval_95"]
+            holm = f", Holm p {c['p_value_holm']:.3f}" if c["primary"] else ""
+            print(f"  {c['name']:<52} {c['difference']:+6.2f} [{low:+.2f}, {high:+.2f}]  n {c['n']:>2}, "
+                  f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}")
+            if c["primary"] and c["mde_80"] > design["mde_target"]:
+                print(f"    {c['seeds_for_mde_target']} seeds would bring the MDE to {design['mde_target']} "
+                      f"at this spread (sd {c['sd']:.2f})")

@@ -25,7 +25,7 @@ from .augment import mix
 from .data import DeviceData, ImageDataset, load_dataset
 from .ema import WeightAverage
 from .files import atomic_write, save_json, shown
-from .model import ViT, attention_sharpness, castle, count_macs, count_parameters, get_config, mask_density
+from .model import ViT, attention_sharpness, branch_share, castle, count_macs, count_parameters, get_config, mask_density
 from .precision import autocast, choose_precision, grad_scaler
 from .runtime import describe, seed_everything
 from .schedule import AlphaSchedule
@@ -43,6 +43,7 @@ class Recipe:
     mask: str = "absolute"  # "relative": ε in units of the uniform weight 1/N, a mask that fires
     alpha0: float = 1.0  # the softmax branch's starting weight (0: never on)
     alpha_shape: str = "cosine"  # AlphaSchedule shape: "cosine", "linear" or "step"
+    alpha_hold: float = 0.0  # fraction of training during which α stays at alpha0 before it decays
     alpha_end: float = 0.75  # fraction of training at which α reaches exactly 0
     epochs: int = 6
     batch_size: int = 128  # the global batch: under torchrun each process takes its share
@@ -193,7 +194,7 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     if recipe.batch_size % process.world_size:
         raise ValueError(f"--batch-size {recipe.batch_size} does not split evenly over {process.world_size} processes; "
                          f"pick a multiple of {process.world_size}")
-    schedule = (AlphaSchedule(alpha0=recipe.alpha0, end=recipe.alpha_end, shape=recipe.alpha_shape)
+    schedule = (AlphaSchedule(alpha0=recipe.alpha0, hold=recipe.alpha_hold, end=recipe.alpha_end, shape=recipe.alpha_shape)
                 if recipe.fades_a_branch else (lambda progress: 0.0))
     identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data),
                 "world_size": process.world_size}
@@ -257,13 +258,29 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     alpha = run.schedule((epoch + 1) / recipe.epochs)
     run.set_alpha(alpha)
     seen = run.steps_per_epoch * recipe.batch_size
-    probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the mask's density is logged
+    probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the branch's use is logged
+    tested = recipe.test_every_epoch or epoch + 1 == recipe.epochs
+    test_acc = evaluate(run.evaluated, run.test_data, run.precision, run.process) if tested else None
     return {"epoch": epoch + 1, "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
-            "train_acc": 100.0 * run.process.sum(correct).item() / seen,
-            "test_acc": evaluate(run.evaluated, run.test_data, run.precision, run.process)
-            if recipe.test_every_epoch or epoch + 1 == recipe.epochs else None,
+            "train_acc": 100.0 * run.process.sum(correct).item() / seen, "test_acc": test_acc,
+            "test_acc_without_branch": test_without_branch(run, alpha, test_acc) if tested else None,
             "alpha_end_of_epoch": alpha, "mask_density": mask_density(run.model, probe) if recipe.fades_a_branch else None,
+            "branch_share": branch_share(run.model, probe) if recipe.fades_a_branch else None,
             "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+
+
+def test_without_branch(run: Run, alpha: float, test_acc: float) -> float | None:
+    """Test accuracy with α forced to 0 for a moment: how much the model leans on the softmax branch.
+    None for a model without one; once α is 0, the test accuracy itself."""
+    if not run.recipe.fades_a_branch:
+        return None
+    if alpha == 0.0:
+        return test_acc
+    run.set_alpha(0.0)
+    try:
+        return evaluate(run.evaluated, run.test_data, run.precision, run.process)
+    finally:
+        run.set_alpha(alpha)
 
 
 def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto", device: str = "auto",

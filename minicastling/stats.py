@@ -1,0 +1,111 @@
+"""The statistics behind the study's verdicts: paired differences, power, equivalence, Holm.
+
+DESIGN: Evidence. Two arms trained with the same seed share their initialisation and data order, so
+they are compared by the per-seed differences d_i = a_i − b_i (a paired t-interval), which is about
+half as wide as an interval that ignores the pairing. A verdict is one of four words: *better* or
+*worse* when the interval excludes 0, *equivalent* when two one-sided tests put the difference inside
+±margin, *undetermined* otherwise — an interval that contains 0 is never read as "no effect". The
+quantiles, tests and intervals come from scipy.stats. Introduced in tutorial 07.
+"""
+
+import math
+import statistics
+
+from scipy import optimize, stats
+
+VERDICTS = ("better", "worse", "equivalent", "undetermined")
+
+
+def mean_interval(values, confidence: float = 0.95) -> tuple:
+    """mean(values) and the half-width of its t-interval: t(n − 1) · std / √n (0 for one value)."""
+    values = list(values)
+    if len(values) < 2:
+        return statistics.mean(values), 0.0
+    quantile = stats.t.ppf(0.5 + confidence / 2, len(values) - 1)
+    return statistics.mean(values), float(quantile * statistics.stdev(values) / math.sqrt(len(values)))
+
+
+def welch_interval(a, b, confidence: float = 0.95) -> tuple:
+    """mean(a) − mean(b) and its Welch t-interval, for two arms that share nothing (no pairing)."""
+    result = stats.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(confidence)
+    return statistics.mean(a) - statistics.mean(b), (float(interval.low), float(interval.high))
+
+
+def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test of n pairs detects with `power`.
+
+    Exact, from the noncentral t distribution: the shift δ at which P(|T| > t_crit) = power for
+    T ~ t(n − 1, noncentrality δ√n / sd). For large n it approaches (z_{1−α/2} + z_power) · sd / √n.
+    """
+    if n < 2:
+        raise ValueError(f"a paired test needs at least 2 pairs, got {n}")
+    if sd == 0:
+        return 0.0
+    df, critical = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(delta):
+        noncentrality = delta * math.sqrt(n) / sd
+        wrong_side = stats.nct.cdf(-critical, df, noncentrality)  # tiny; scipy can return NaN for it far out
+        return stats.nct.sf(critical, df, noncentrality) + (wrong_side if math.isfinite(wrong_side) else 0.0) - power
+
+    high = (critical + 1.0) * sd / math.sqrt(n)  # shortfall(high) < 0 at power 0.5; double until above power
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high))
+
+
+def seeds_needed(sd: float, target: float, alpha: float = 0.05, power: float = 0.8, minimum: int = 10) -> int:
+    """The fewest pairs (at least `minimum`) whose minimum detectable difference is at most `target`."""
+    n = max(minimum, 2)
+    while minimum_detectable_difference(sd, n, alpha, power) > target:
+        n += 1
+    return n
+
+
+def paired_difference(a, b, margin: float = 1.0, confidence: float = 0.95, power: float = 0.8) -> dict:
+    """Everything a paired comparison reports: a_i − b_i's mean, sd, interval, tests and power.
+
+    p_value: the paired t-test of a difference of 0 (two-sided); p_equivalence: the larger p of the two
+    one-sided tests (TOST) that the difference exceeds −margin and falls short of +margin; mde_80: the
+    smallest difference this many pairs with this spread detect with 80 % power.
+    """
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) != len(b):
+        raise ValueError(f"paired arms need one value per seed each; got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        raise ValueError(f"a paired interval needs at least 2 pairs, got {len(a)}")
+    differences = [x - y for x, y in zip(a, b)]
+    sd = statistics.stdev(differences)
+    mean = statistics.mean(differences)
+    if sd == 0:  # identical differences (tiny test sets, quick runs): no t-test is defined, decide nothing
+        p_value = p_equivalence = 1.0
+        interval = (mean, mean)
+    else:
+        test = stats.ttest_rel(a, b)
+        p_value = float(test.pvalue)
+        interval = tuple(float(x) for x in test.confidence_interval(confidence))
+        above = stats.ttest_1samp(differences, -margin, alternative="greater").pvalue
+        below = stats.ttest_1samp(differences, margin, alternative="less").pvalue
+        p_equivalence = float(max(above, below))
+    return {"difference": mean, "sd": sd, "n": len(a), "interval_95": list(interval), "p_value": p_value,
+            "p_equivalence": p_equivalence, "margin": margin,
+            "mde_80": minimum_detectable_difference(sd, len(a), 1 - confidence, power)}
+
+
+def holm(p_values) -> list:
+    """Holm's step-down adjustment: p-values whose rejections at level α hold for the whole family."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(difference: float, p_value: float, p_equivalence: float, alpha: float = 0.05) -> str:
+    """better / worse when the test of 0 rejects at α (for an unadjusted p: the (1 − α) interval excludes
+    0); else equivalent when both one-sided tests against ±margin reject; else undetermined."""
+    if p_value < alpha:
+        return "better" if difference > 0 else "worse"
+    return "equivalent" if p_equivalence < alpha else "undetermined"
