@@ -6,15 +6,14 @@ v (…, M, dv); modules act on tokens x (B, N, C). Introduced in tutorials 01, 0
 
 import math
 import warnings
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu_extension, fused
+from .fast import cpu_kernel, library_calls
 from .branches import make_conv_branch, masked_softmax_attention
-from .kernels import EPS, get_similarity, l2_normalize
+from .similarity import EPS, get_similarity, l2_normalize
 
 FORMS = ("official", "kernel")
 MASKS = ("absolute", "relative")
@@ -46,8 +45,9 @@ def linear_angular_attention(q, k, v, form="kernel", auxiliary=None, eps=EPS) ->
     form="official": the authors' code, which is not a weighted average:
         o_i = normalize(½ v_i + (1/π) q̂_iᵀ(K̂ᵀV) + auxiliary_i) over head_dim; needs M == N.
     `auxiliary` (…, N, dv), the weighted masked-softmax branch, is added where the authors add it:
-    before the normalisation (official) or to the average (kernel). The reductions over tokens
-    run in float32 (float64 stays float64), also under autocast; the result has v's dtype.
+    before the normalisation (official) or to the average (kernel). This is the readable form; the
+    fast paths (minicastling.fast) compute the same numbers. Sums over tokens run in float32 (float64
+    stays float64), also under autocast, where fp16 sums would overflow; the result has v's dtype.
     """
     _check_qkv(q, k, v)
     if form not in FORMS:
@@ -57,30 +57,23 @@ def linear_angular_attention(q, k, v, form="kernel", auxiliary=None, eps=EPS) ->
             f"form='official' adds ½·v_i to query i, so it needs as many queries as values; got "
             f"q {tuple(q.shape)} and v {tuple(v.shape)}. Use form='kernel' for cross-attention"
         )
-    out_dtype, wide = v.dtype, torch.promote_types(v.dtype, torch.float32)
+    dtype = v.dtype
     with torch.autocast(q.device.type, enabled=False):
-        q, k, v = q.to(wide), k.to(wide), v.to(wide)
-        # q̂_i = q_i / n_i is never built: each row is rescaled by n_i instead, one (…, N, d)
-        # tensor and one pass fewer. The kernel form is a ratio, so numerator and denominator are
-        # both multiplied by n_i; the official form's L2 normalisation ignores a positive row scale.
-        q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps)  # n_i, (…, N, 1)
-        k_hat = l2_normalize(k, eps)  # (…, M, d)
-        kv = k_hat.transpose(-2, -1) @ v / math.pi  # (…, d, dv): the O(M d dv) step, 1/π folded in
+        q, k, v = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (q, k, v))
+        q_hat, k_hat = l2_normalize(q, eps), l2_normalize(k, eps)  # (…, N, d), (…, M, d)
+        kv = k_hat.transpose(-2, -1) @ v  # (…, d, dv): K̂ᵀV, the O(M d dv) step
         if form == "kernel":
-            k_sum = k_hat.sum(dim=-2).unsqueeze(-1) / math.pi  # (…, d, 1)
-            v_sum = v.sum(dim=-2, keepdim=True)  # (…, 1, dv)
-            # n_i · (½ Σ_j v_j + q̂_iᵀ K̂ᵀV / π), in place on the matmul's fresh output
-            numerator = (q @ kv).addcmul_(q_norm, v_sum, value=0.5)  # (…, N, dv)
-            denominator = (q @ k_sum).add_(q_norm, alpha=0.5 * k.shape[-2])  # (…, N, 1), >= 0.18 M n_i
+            numerator = 0.5 * v.sum(dim=-2, keepdim=True) + q_hat @ kv / math.pi  # (…, N, dv)
+            denominator = 0.5 * k.shape[-2] + q_hat @ k_hat.sum(dim=-2).unsqueeze(-1) / math.pi  # (…, N, 1)
             out = numerator / denominator
             if auxiliary is not None:
-                out = out + auxiliary.to(wide)
+                out = out + auxiliary
         else:
-            out = (q @ kv).addcmul_(q_norm, v, value=0.5)  # n_i · (½ v_i + q̂_iᵀ K̂ᵀV / π), (…, N, dv)
+            out = 0.5 * v + q_hat @ kv / math.pi  # (…, N, dv)
             if auxiliary is not None:
-                out = out.addcmul_(q_norm, auxiliary.to(wide))  # + n_i · a_i
+                out = out + auxiliary
             out = l2_normalize(out, eps)
-    return out.to(out_dtype)
+    return out.to(dtype)
 
 
 class MultiHeadTokens(nn.Module):
@@ -155,8 +148,9 @@ class CastlingAttention(MultiHeadTokens):
     threshold: ε of the mask [softmax > ε]; with mask="relative" it is in units of the uniform
     weight 1/N, so the mask keeps the weights above threshold/N (the authors' mask is "absolute").
     alpha: the branch's initial weight.
-    Three paths compute the same numbers: under torch.compile the readable form; on the CPU the
-    compiled kernel (cpu_extension) where it covers the call; elsewhere fused.LinearAngular.
+    Three paths compute the same numbers, chosen in `attend`: on the CPU the compiled kernel where it
+    covers the call (fast.cpu_kernel), else the readable form under torch.compile, else the
+    library-call path (fast.library_calls).
     """
 
     def __init__(
@@ -222,17 +216,21 @@ class CastlingAttention(MultiHeadTokens):
         return self.merge(self.attend(self.project(x)))  # (B, N, C)
 
     def attend(self, qkv: torch.Tensor, branch: bool = True) -> torch.Tensor:
-        """The heads' output (B, H, N, d) before the projection; branch=False leaves out the softmax branch."""
+        """The heads' output (B, H, N, d) before the projection; branch=False leaves out the softmax branch.
+
+        The one place that chooses how linear-angular attention is computed; every path gives the
+        same numbers as linear_angular_attention (tested in float64).
+        """
         auxiliary = self.auxiliary(qkv) if branch and self.auxiliary_active else None  # skipped at α = 0: O(N²)
-        if _compiling():  # the readable form: torch.compile fuses its small operations itself
+        if cpu_kernel.covers(qkv, self.num_heads, self.form, self.conv):  # attention and 1-D conv, one C++ call
+            weight = None if self.conv is None else self.conv.conv.weight
+            out = cpu_kernel.linear_angular_conv(qkv, self.num_heads, weight)
+            return out if auxiliary is None else out + auxiliary
+        if _compiling():  # elsewhere under torch.compile: the readable form, which the compiler fuses
             q, k, v = self.heads(qkv)  # (B, H, N, d) views
             out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
-        elif cpu_extension.covers(qkv, self.num_heads, self.form, self.conv):  # attention and DWConv, one call
-            weight = None if self.conv is None else self.conv.conv.weight
-            out = cpu_extension.linear_angular_conv(qkv, self.num_heads, weight)
-            return out if auxiliary is None else out + auxiliary
-        else:  # the same numbers in fewer passes over memory, with a hand-written backward
-            out, v = fused.linear_angular(qkv, self.num_heads, self.form, auxiliary)
+        else:  # elsewhere: fewer passes over memory through library calls, with a hand-written backward
+            out, v = library_calls.linear_angular(qkv, self.num_heads, self.form, auxiliary)
         return out if self.conv is None else out + self.conv(v)
 
     def auxiliary(self, qkv: torch.Tensor) -> torch.Tensor:
@@ -262,20 +260,6 @@ def set_alpha(module: nn.Module, alpha: float) -> None:
     for layer in module.modules():
         if isinstance(layer, CastlingAttention):
             layer.set_alpha(alpha)
-
-
-ATTENTIONS = {
-    "softmax": SoftmaxAttention,
-    "castling": CastlingAttention,
-    "linear-angular": partial(CastlingAttention, conv=None, alpha=0.0),
-}
-
-
-def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module:
-    """An attention module by name: one registry, so models never branch on strings."""
-    if name not in ATTENTIONS:
-        raise ValueError(f"unknown attention {name!r}; use one of {sorted(ATTENTIONS)}")
-    return ATTENTIONS[name](dim, num_heads, **options)
 
 
 def _compiling() -> bool:

@@ -5,33 +5,45 @@ DWConv + auxiliary softmax), castled for O(N) inference, and compared with its s
 Introduced in tutorial 05.
 """
 
+import contextlib
 import copy
 import dataclasses
 import math
+from functools import partial
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from . import cpu_extension, zoo
-from .attention import CastlingAttention, build_attention, set_alpha
+from . import zoo
+from .attention import CastlingAttention, SoftmaxAttention, set_alpha
 
-ATTENTION_KINDS = ("castling", "linear-angular", "softmax", *zoo.KINDS)
+ATTENTIONS = {  # every attention kind by name: one registry, so the model never branches on strings
+    "castling": CastlingAttention,
+    "linear-angular": partial(CastlingAttention, conv=None, alpha=0.0),
+    "softmax": SoftmaxAttention,
+    **zoo.ATTENTIONS,
+}
+ATTENTION_KINDS = tuple(ATTENTIONS)
 STEMS = ("patch", "conv")
 
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
-    """Everything that decides a model's shape. Presets below; override any field with .replace()."""
+    """Everything that decides a model's shape; override any field with .replace().
+
+    The defaults are the `cpu` preset's model (presets.py); a run fills in image_size, channels and
+    num_classes from its data.
+    """
 
     image_size: int = 32
     channels: int = 3
     num_classes: int = 10
     patch_size: int = 4
     stem: str = "conv"  # "patch": one strided conv; "conv": 3×3 conv stages, a strong prior on small data
-    dim: int = 96
+    dim: int = 64
     depth: int = 4
-    num_heads: int = 4
+    num_heads: int = 2
     mlp_ratio: float = 2.0
     attention: str = "castling"  # one of ATTENTION_KINDS; the zoo's kinds take the same DWConv branch
     form: str = "kernel"  # linear-angular form, see attention.linear_angular_attention
@@ -51,6 +63,8 @@ class ViTConfig:
                 f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
                 "pick a patch size that tiles the image"
             )
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"drop_path is a probability of dropping a block and must be in [0, 1), got {self.drop_path!r}")
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ValueError(f"stem='conv' downsamples by 2 per stage, so patch_size must be a power of 2, got {self.patch_size}")
 
@@ -60,23 +74,6 @@ class ViTConfig:
 
     def replace(self, **changes) -> "ViTConfig":
         return dataclasses.replace(self, **changes)
-
-
-PRESETS = {
-    # seconds on a CPU: tests and smoke-mode notebooks
-    "smoke": ViTConfig(dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-    # minutes on a CPU
-    "cpu": ViTConfig(dim=64, depth=4, num_heads=2, mlp_ratio=2.0),
-    # the GPU recipe: 256 tokens (patch 2), 4.4M parameters
-    "gpu": ViTConfig(dim=256, depth=6, num_heads=8, patch_size=2, mlp_ratio=3.0, dropout=0.0),
-}
-
-
-def get_config(preset: str, **overrides) -> ViTConfig:
-    """A preset by name, with any field overridden: get_config("cpu", attention="softmax")."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(PRESETS)}")
-    return PRESETS[preset].replace(**overrides)
 
 
 def make_stem(config: ViTConfig) -> nn.Module:
@@ -91,6 +88,13 @@ def make_stem(config: ViTConfig) -> nn.Module:
         width = config.dim
     layers.append(nn.Conv2d(width, config.dim, 1))
     return nn.Sequential(*layers)
+
+
+def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module:
+    """An attention module by name (ATTENTIONS): castling, its two twins, or a zoo kind."""
+    if name not in ATTENTIONS:
+        raise ValueError(f"unknown attention {name!r}; use one of {list(ATTENTIONS)}")
+    return ATTENTIONS[name](dim, num_heads, **options)
 
 
 def make_attention(config: ViTConfig) -> nn.Module:
@@ -183,147 +187,15 @@ def castle(model: nn.Module, force: bool = False) -> nn.Module:
     return model
 
 
-@torch.no_grad()
-def per_layer(model: nn.Module, images: torch.Tensor, kinds, measure) -> list:
-    """measure(layer, tokens) for every attention layer of the given kinds, on one eval-mode forward pass."""
-    values = []
-    layers = [m for m in model.modules() if isinstance(m, kinds)]
-    hooks = [layer.register_forward_pre_hook(lambda layer, inputs: values.append(measure(layer, inputs[0])))
-             for layer in layers]
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """The model in eval mode inside the block, back in the mode it was in after it."""
     was_training = model.training
+    model.eval()
     try:
-        model.eval()
-        model(images)
+        yield model
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return values
-
-
-def mask_density(model: nn.Module, images: torch.Tensor) -> float:
-    """Share of softmax entries the auxiliary branch's mask keeps, averaged over castling layers.
-
-    0 means the branch adds nothing and, since no gradient passes the mask, learns nothing: with
-    near-uniform attention over N > 1/ε tokens every entry 1/N falls below ε.
-    """
-    from .branches import attention_probabilities
-
-    def density(layer, tokens):
-        q, k, _ = layer.split_qkv(tokens)
-        return (attention_probabilities(q, k) > layer.mask_threshold(k.shape[-2])).float().mean().item()
-
-    densities = per_layer(model, images, CastlingAttention, density)
-    return sum(densities) / len(densities) if densities else 0.0
-
-
-def branch_share(model: nn.Module, images: torch.Tensor) -> float | None:
-    """How much of the attention output the softmax branch makes: ‖y − y₀‖ / ‖y‖ per castling layer,
-    y its heads' output with the branch and y₀ without (same input), averaged over layers.
-
-    None when no layer has the branch on (α = 0 or castled). Read beside α: a branch can be weighted
-    and still add little, when its mask keeps few entries or its output lies close to the linear path's.
-    """
-    def share(layer, tokens):
-        if not layer.auxiliary_active:
-            return None
-        qkv = layer.project(tokens)  # (B, N, 3C)
-        with_branch, without = layer.attend(qkv), layer.attend(qkv, branch=False)  # (B, H, N, d) each
-        return ((with_branch - without).norm() / with_branch.norm().clamp_min(1e-12)).item()
-
-    shares = [s for s in per_layer(model, images, CastlingAttention, share) if s is not None]
-    return sum(shares) / len(shares) if shares else None
-
-
-def row_sharpness(weights: torch.Tensor) -> tuple:
-    """(mean of N × each row's largest weight, mean of each row's entropy / log N) for weights (…, N_q, N)."""
-    n = weights.shape[-1]
-    entropy = torch.special.entr(weights).sum(-1) / math.log(n) if n > 1 else torch.zeros(())
-    return weights.amax(-1).mean().item() * n, entropy.mean().item()
-
-
-def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
-    """How far the weights a model attends with are from uniform, averaged over layers, heads and rows.
-
-    max_weight_x_n: the largest weight of a row times N (1 = uniform, N = one-hot); entropy_ratio: the
-    row's entropy over log N (1 = uniform, 0 = one-hot). Softmax attention is measured on its
-    probabilities; castling attention on the linear angular kernel's weights (½ + q̂·k̂/π) / Σ, what
-    the castled model attends with (for form="official" these are the weights q̂ and k̂ imply, though
-    that form does not divide by them). Those lie within a factor (½ + 1/π)/(½ − 1/π) ≈ 4.5 of each other.
-    """
-    from .attention import SoftmaxAttention, attention_weights
-    from .branches import attention_probabilities
-
-    def sharpness(layer, tokens):
-        q, k, _ = layer.split_qkv(tokens)
-        weights = attention_probabilities(q, k) if isinstance(layer, SoftmaxAttention) else \
-            attention_weights(q, k, "angular-linear")  # (B, H, N, N)
-        return row_sharpness(weights)
-
-    values = per_layer(model, images, (SoftmaxAttention, CastlingAttention), sharpness)
-    if not values:
-        return {"max_weight_x_n": None, "entropy_ratio": None}
-    return {"max_weight_x_n": sum(v[0] for v in values) / len(values),
-            "entropy_ratio": sum(v[1] for v in values) / len(values)}
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_cpu_sdpa() -> None:
-    """torch's flop counter knows SDPA's CUDA kernels but not the CPU ones; give them the same formulas."""
-    from torch.utils import flop_counter
-
-    forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-    registered = lambda op: op in flop_counter.flop_registry or op.default in flop_counter.flop_registry  # noqa: E731
-    if not registered(forward):
-        flop_counter.register_flop_formula(forward)(
-            lambda q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v)
-        )
-    if not registered(backward):
-        flop_counter.register_flop_formula(backward)(
-            lambda grad_out, q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_backward_flop_count(
-                grad_out, q, k, v)
-        )
-
-
-@torch.no_grad()
-def macs(module: nn.Module, *inputs) -> int:
-    """Multiply–accumulates of module(*inputs), from torch.utils.flop_counter.
-
-    Counts matmuls and convolutions (attention's N×N products included), not elementwise work.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    count_cpu_sdpa()
-    was_training = module.training
-    module.eval()
-    try:
-        with cpu_extension.off(), FlopCounterMode(display=False) as counter:
-            module(*inputs)
-    finally:
-        module.train(was_training)
-    return counter.get_total_flops() // 2
-
-
-def count_macs(model: nn.Module, image_size: int | None = None) -> int:
-    """MACs of one image's forward pass through a ViT (at its own or another image size)."""
-    config = model.config
-    size = image_size or config.image_size
-    images = torch.zeros(1, config.channels, size, size, device=next(model.parameters()).device)
-    return macs(model, images)
-
-
-def macs_by_variant(config: ViTConfig) -> dict:
-    """MACs per image of the softmax twin, the castling model while training (α > 0), and castled."""
-    twin = ViT(config.replace(attention="softmax"))
-    training = ViT(config.replace(attention="castling"))
-    set_alpha(training, 1.0)
-    castled = castled_copy(training)
-    return {"softmax twin": count_macs(twin), "castling (training)": count_macs(training),
-            "castled (inference)": count_macs(castled)}
 
 
 def castled_copy(model: nn.Module) -> nn.Module:

@@ -19,71 +19,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import distributed
 from .attention import set_alpha
-from .augment import mix
-from .data import DeviceData, ImageDataset, load_dataset
-from .ema import WeightAverage
-from .files import atomic_write, save_json, shown
-from .model import ViT, attention_sharpness, branch_share, castle, count_macs, count_parameters, get_config, mask_density
-from .precision import autocast, choose_precision, grad_scaler
-from .runtime import describe, seed_everything
-from .schedule import AlphaSchedule
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """What a training run does. Presets in RECIPES; `python -m minicastling train` overrides fields."""
-
-    model: str = "cpu"  # a model preset of minicastling.model.PRESETS
-    attention: str = "castling"  # "castling", "linear-angular", "softmax" (the twin) or a zoo kind
-    form: str = "kernel"  # linear-angular form: "kernel" or "official"
-    conv: str | None = "1d"  # DWConv branch: "1d", "2d" or None
-    threshold: float = 0.02  # ε of the softmax branch's mask (authors' value)
-    mask: str = "absolute"  # "relative": ε in units of the uniform weight 1/N, a mask that fires
-    alpha0: float = 1.0  # the softmax branch's starting weight (0: never on)
-    alpha_shape: str = "cosine"  # AlphaSchedule shape: "cosine", "linear" or "step"
-    alpha_hold: float = 0.0  # fraction of training during which α stays at alpha0 before it decays
-    alpha_end: float = 0.75  # fraction of training at which α reaches exactly 0
-    epochs: int = 6
-    batch_size: int = 128  # the global batch: under torchrun each process takes its share
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    crop_padding: int = 4  # random crops after this many zero pixels per side
-    flip: bool = True  # random horizontal flips (wrong for digits or text)
-    augment: float = 0.0  # TrivialAugment's strength: 0 off, 1 its full ranges
-    mixup: float = 0.0  # mixup's Beta(α, α); 0 off
-    cutmix: float = 0.0  # cutmix's Beta(α, α); 0 off (with both on, each takes half the batches)
-    drop_path: float = 0.0  # stochastic depth of the last block; 0 off
-    ema: float = 0.0  # decay of an average of the weights, evaluated and castled instead; 0 off
-    train_images: int | None = 10000  # a subset keeps CPU runs short; None = all
-    seed: int = 0
-    precision: str = "auto"  # "auto" (bf16 on GPUs with native bf16, fp16 below, fp32 on the CPU) or forced
-    compile: bool = False
-    test_every_epoch: bool = True  # False: the test split only after the last epoch (the study's short runs)
-
-    @property
-    def fades_a_branch(self) -> bool:
-        """Only castling attention with α₀ > 0 has a softmax branch for the schedule to fade."""
-        return self.attention == "castling" and self.alpha0 > 0
-
-
-RECIPES = {
-    "smoke": Recipe(model="smoke", epochs=2, batch_size=64, train_images=512),
-    # tuned on Fashion-MNIST's first 50,000 training images against the last 10,000 (README, "Training")
-    "cpu": Recipe(model="cpu", epochs=4, batch_size=128, lr=3e-3, warmup_epochs=0.3, crop_padding=0, train_images=None),
-    # batch 256: a step's float32 estimate fits a 16 GiB T4 (memory.py); 100 epochs as SL-ViT's anchor
-    "gpu": Recipe(model="gpu", epochs=100, batch_size=256, lr=2e-3, warmup_epochs=5, train_images=None,
-                  augment=1.0, mixup=0.8, cutmix=1.0, drop_path=0.1, ema=0.9995, compile=True),
-}
-
-
-def get_recipe(preset: str, **overrides) -> Recipe:
-    if preset not in RECIPES:
-        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(RECIPES)}")
-    return dataclasses.replace(RECIPES[preset], **overrides)
+from .datasets import ImageDataset, load_dataset
+from .datasets.batches import DeviceData
+from .extras import distributed
+from .extras.augment import mix
+from .extras.ema import WeightAverage
+from .extras.files import InputError, atomic_write, save_json, shown
+from .extras.precision import autocast, choose_precision, grad_scaler
+from .extras.runtime import describe, seed_everything
+from .measure import attention_sharpness, branch_share, count_macs, count_parameters, mask_density
+from .model import ViT, castle, evaluating
+from .presets import Recipe
 
 
 def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -111,13 +58,11 @@ def training_step(model, optimizer, scaler, images, targets, precision: str = "f
 def evaluate(model, data: DeviceData, precision: str = "fp32", process=distributed.Process(),
              batch_size: int = 1000) -> float:
     """Top-1 accuracy (%) on a split; each process counts its share of every batch."""
-    was_training = model.training
-    model.eval()
     correct = torch.zeros((), device=data.labels.device)
-    for images, labels in data.batches(batch_size, shard=process):
-        with autocast(images.device, precision):
-            correct += (model(images).argmax(dim=-1) == labels).sum()
-    model.train(was_training)
+    with evaluating(model):
+        for images, labels in data.batches(batch_size, shard=process):
+            with autocast(images.device, precision):
+                correct += (model(images).argmax(dim=-1) == labels).sum()
     return 100.0 * process.sum(correct).item() / len(data)
 
 
@@ -173,13 +118,12 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, progress=progress and process.main)
     say(f"dataset: {dataset}")
-    config = get_config(recipe.model, attention=recipe.attention, form=recipe.form, conv=recipe.conv,
-                        threshold=recipe.threshold, mask=recipe.mask, drop_path=recipe.drop_path,
-                        image_size=dataset.image_size, channels=dataset.channels, num_classes=dataset.num_classes)
+    config = recipe.model.replace(image_size=dataset.image_size, channels=dataset.channels,
+                                  num_classes=dataset.num_classes)
     if device.type == "cuda":
-        from .memory import check_fits
+        from .extras.memory import check_fits
 
-        say(check_fits(config, recipe.batch_size // process.world_size, device))
+        say(check_fits(config, recipe.batch_size // process.world_size, device, precision))
     seed_everything(recipe.seed)
     model = ViT(config).to(device)
     optimizer = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr)
@@ -189,23 +133,19 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     test_data = DeviceData(dataset.x_test, dataset.y_test, device, train_data.mean, train_data.std)
     steps_per_epoch = len(train_data) // recipe.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_data)} training images are fewer than one batch of {recipe.batch_size}; "
-                         "lower --batch-size")
+        raise InputError(f"{dataset.name} has {len(train_data)} training images, fewer than one batch of "
+                         f"{recipe.batch_size}; lower --batch-size")
     if recipe.batch_size % process.world_size:
-        raise ValueError(f"--batch-size {recipe.batch_size} does not split evenly over {process.world_size} processes; "
+        raise InputError(f"--batch-size {recipe.batch_size} does not split evenly over {process.world_size} processes; "
                          f"pick a multiple of {process.world_size}")
-    schedule = (AlphaSchedule(alpha0=recipe.alpha0, hold=recipe.alpha_hold, end=recipe.alpha_end, shape=recipe.alpha_shape)
-                if recipe.fades_a_branch else (lambda progress: 0.0))
+    schedule = recipe.schedule()
     identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data),
                 "world_size": process.world_size}
     history = []
     scaler = grad_scaler(device, precision)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and not restart:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state["identity"] != identity:
-            raise RuntimeError(f"{shown(checkpoint)} belongs to a different run ({state['identity']}); "
-                               "use another --out, or --restart to overwrite it")
+        state = read_checkpoint(checkpoint, identity, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if average is not None:
@@ -215,11 +155,43 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         say(f"resuming from {checkpoint.name} after epoch {len(history)} of {recipe.epochs}")
     net = distributed.wrap(model, process, device)
     net = torch.compile(net) if recipe.compile else net
-    say(f"model: {recipe.model} preset, {recipe.attention} attention, {count_parameters(model):,} parameters, "
+    say(f"model: dim {config.dim}, depth {config.depth}, {config.num_heads} heads, {config.attention} attention, {count_parameters(model):,} parameters, "
         f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs; precision {precision}"
         + (f"; {process.world_size} processes" if process.world_size > 1 else ""))
     return Run(recipe, out, dataset, device, process, precision, model, net, optimizer, scaler,
                average, train_data, test_data, schedule, steps_per_epoch, identity, history, say)
+
+
+def read_checkpoint(path: Path, identity: dict, device) -> dict:
+    """The state saved in `path` if it is this run's; else InputError saying what to do. The file is kept."""
+    keep = "it is kept as it is; run again with --restart to start over (which replaces it), or choose another --out"
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # a damaged zip, a truncated pickle, a file of something else: all unreadable
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{shown(path)} is damaged and cannot be read ({reason}); {keep}") from None
+    if not isinstance(state, dict) or "identity" not in state:
+        raise InputError(f"{shown(path)} is not a minicastling checkpoint; {keep}")
+    differences = differing(state["identity"], identity)
+    if differences:
+        name, (theirs, ours) = differences[0]
+        more = f" (and {len(differences) - 1} more settings)" if len(differences) > 1 else ""
+        raise InputError(f"{shown(path)} belongs to another run: {name} is {theirs!r} there and {ours!r} now{more}; "
+                         f"{keep}")
+    return state
+
+
+def differing(saved: dict, now: dict, prefix: str = "") -> list:
+    """[(setting, (saved value, value now))] for every leaf where two nested dicts differ, "model.dim" style."""
+    found = []
+    for key in list(now) + [k for k in saved if k not in now]:
+        a, b = saved.get(key), now.get(key)
+        name = f"{prefix}{key}" if prefix not in ("", "recipe.") else key
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += differing(a, b, f"{name}.")
+        elif a != b:
+            found.append((name, (a, b)))
+    return found
 
 
 def _silent(*args, **kwargs) -> None:
@@ -306,6 +278,11 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
         distributed.stop(run.process)
 
 
+def read_history(out: str | Path) -> list:
+    """The per-epoch rows a run wrote to out/metrics.jsonl."""
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def report(run: Run) -> None:
     """Print the epoch's line and, on rank 0, write metrics.jsonl and the checkpoint atomically."""
     row, recipe = run.history[-1], run.recipe
@@ -330,14 +307,15 @@ def finish(run: Run, seconds: float) -> dict:
     recipe, model = run.recipe, run.evaluated
     accuracy_before = evaluate(model, run.test_data, run.precision, run.process)
     with_branch = copy.deepcopy(model).cpu()  # the training-time model: softmax branch on
-    set_alpha(with_branch, recipe.alpha0 if recipe.attention == "castling" else 0.0)
+    set_alpha(with_branch, recipe.alpha0 if recipe.model.attention == "castling" else 0.0)
     macs_before = count_macs(with_branch)
     castle(model)
     accuracy_after = evaluate(model, run.test_data, run.precision, run.process)
     macs_after = count_macs(copy.deepcopy(model).cpu())
     probe = next(run.test_data.batches(256))[0]
     metrics = {
-        "dataset": run.dataset.name, "preset": recipe.model, "attention": recipe.attention, "epochs": recipe.epochs,
+        "dataset": run.dataset.name, "model": dataclasses.asdict(model.config), "attention": model.config.attention,
+        "epochs": recipe.epochs,
         "train_images": len(run.train_data), "device": describe(run.device), "precision": run.precision,
         "world_size": run.process.world_size, "parameters": count_parameters(model),
         "test_acc_before_castling": accuracy_before, "test_acc_after_castling": accuracy_after,

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import ATTENTIONS, MultiHeadTokens, _check_qkv
+from functools import partial
+
+from .attention import MultiHeadTokens, _check_qkv
 from .branches import make_conv_branch
 
 
@@ -112,10 +114,4 @@ class FeatureMapAttention(MultiHeadTokens):
         return f"kind={self.kind!r}"
 
 
-def _register() -> None:
-    for kind in KINDS:
-        ATTENTIONS.setdefault(kind, lambda dim, heads, _kind=kind, **options: FeatureMapAttention(
-            dim, heads, kind=_kind, **options))
-
-
-_register()
+ATTENTIONS = {kind: partial(FeatureMapAttention, kind=kind) for kind in KINDS}  # model.ATTENTIONS takes them in

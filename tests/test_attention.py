@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from minicastling.attention import (
     CastlingAttention,
     SoftmaxAttention,
-    build_attention,
     linear_angular_attention,
     quadratic_attention,
 )
 from minicastling.branches import masked_softmax_attention
+from minicastling.model import build_attention
 
 
 def qkv(*shape, dtype=torch.float64, seed=0, tokens_kv=None):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from minicastling.augment import OPERATIONS, apply_operation, mix, trivial_augment
-from minicastling.ema import WeightAverage
-from minicastling.model import DropPath, ViT, get_config
+from minicastling.extras.augment import OPERATIONS, apply_operation, mix, trivial_augment
+from minicastling.extras.ema import WeightAverage
+from minicastling.model import DropPath, ViT
+from minicastling.presets import get_config
 
 
 def batch(b=16, c=3, size=8, seed=0):

@@ -4,19 +4,19 @@ import pytest
 import torch
 
 from minicastling import __main__ as cli
-from minicastling import runtime
-from minicastling.bench import (
+from minicastling import presets
+from minicastling.extras import runtime
+from minicastling.extras.memory import peak_memory
+from minicastling.lab.bench import (
     ATTENTION_FUNCTIONS,
     crossover,
     goal_rows,
-    interleaved_times,
     machine_limits,
-    median_time,
-    module_macs,
-    peak_memory,
-    ratio_summary,
+    print_thread_scaling,
     scaling_sweep,
 )
+from minicastling.lab.timing import interleaved_times, median_time, ratio_summary
+from minicastling.measure import macs
 
 
 def test_peak_memory_sees_the_n_by_n_matrix_of_explicit_softmax():
@@ -52,12 +52,12 @@ def test_crossover_is_where_the_fast_method_wins_from_then_on():
 
 def test_budget_switch(monkeypatch):
     monkeypatch.setenv("MINICASTLING_BUDGET", "smoke")
-    assert runtime.budget() == "smoke" and runtime.by_budget(1, 2, 3) == 1
+    assert presets.budget() == "smoke" and presets.by_budget(1, 2, 3) == 1
     monkeypatch.setenv("MINICASTLING_BUDGET", "huge")
     with pytest.raises(ValueError, match=r"MINICASTLING_BUDGET='huge' is not a budget.*smoke"):
-        runtime.budget()
+        presets.budget()
     monkeypatch.delenv("MINICASTLING_BUDGET")
-    assert runtime.budget() == ("gpu" if torch.cuda.is_available() else "cpu")
+    assert presets.budget() == ("gpu" if torch.cuda.is_available() else "cpu")
 
 
 def test_demo_command_castles_without_change(capsys):
@@ -91,26 +91,6 @@ def test_explicit_softmax_is_skipped_where_it_would_not_fit():
     assert rows[0]["seconds"] is not None and rows[1]["seconds"] is None
 
 
-def test_ablate_command_runs_a_variant(tmp_path, capsys):
-    import json
-
-    from minicastling.data import save_npz
-    from minicastling.synthetic import stand_in
-
-    save_npz(stand_in(128, 64), tmp_path / "tiny.npz")
-    assert cli.main(["ablate", "--preset", "smoke", "--epochs", "1", "--train-images", "128", "--data",
-                     str(tmp_path / "tiny.npz"),
-                     "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "ablations.json"),
-                     "--variant", "linear-angular only", "--variant", "+ DWConv 1-D + softmax branch (castling)"]) == 0
-    summary = json.loads((tmp_path / "ablations.json").read_text())
-    assert [r["variant"] for r in summary["rows"]] == ["linear-angular only", "+ DWConv 1-D + softmax branch (castling)"]
-    assert summary["setup"]["dataset"] == "tiny"
-    castling = summary["rows"][1]
-    assert castling["macs_before_castling"] > castling["macs_after_castling"]
-    assert cli.main(["ablate", "--variant", "nonsense"]) == 1
-    assert "unknown variant" in capsys.readouterr().err
-
-
 def test_ratios_are_taken_round_by_round():
     times = {"peer": [2.0, 4.0, 2.0], "contender": [1.0, 4.0, 4.0]}
     summary = ratio_summary(times, "peer", "contender")
@@ -133,13 +113,13 @@ def test_goals_are_judged_in_their_direction():
 def test_macs_count_a_depthwise_convolution_backward_as_twice_its_forward():
     conv = torch.nn.Conv2d(8, 8, (9, 1), padding=(4, 0), groups=8, bias=False)
     x = torch.randn(2, 8, 16, 1)
-    forward = module_macs(conv, x, backward=False)
+    forward = macs(conv, x, backward=False)
     assert forward == 2 * 8 * 16 * 9
-    assert module_macs(conv, x, backward=True) == 3 * forward
+    assert macs(conv, x, backward=True) == 3 * forward
 
 
 def test_compiled_comparison_times_both_sides_under_torch_compile_or_says_why_not(monkeypatch):
-    from minicastling import bench
+    from minicastling.lab import bench
 
     problem = bench.compiler_problem()
     if problem:
@@ -159,7 +139,7 @@ def test_a_compiled_run_is_judged_on_inference_alone():
 
 
 def test_the_floor_is_the_castled_modules_unavoidable_calls():
-    from minicastling.bench import attention_floor
+    from minicastling.lab.bench import attention_floor
 
     (row,) = attention_floor(tokens=(32,), batch=1, dim=32, heads=2, repeats=2)
     assert row["floor_ms"] == pytest.approx(row["matmuls_ms"] + row["conv_ms"])
@@ -167,7 +147,7 @@ def test_the_floor_is_the_castled_modules_unavoidable_calls():
 
 
 def test_benchmark_figure_keeps_one_colour_for_the_twin_and_one_for_castling():
-    from minicastling import plot
+    from minicastling.lab import plot
 
     def rows(methods):
         return [{"method": m, "tokens": n, "seconds": 1e-3 * n, "peak_mib": 1.0 * n} for m in methods for n in (64, 256)]
@@ -182,11 +162,11 @@ def test_benchmark_figure_keeps_one_colour_for_the_twin_and_one_for_castling():
 
 
 def test_thread_scaling_warns_where_the_threads_add_little(capsys):
-    cli.print_thread_scaling({"threads": 2, "matmul_gflops": 120.0, "matmul_gflops_one_thread": 64.0})
+    print_thread_scaling({"threads": 2, "matmul_gflops": 120.0, "matmul_gflops_one_thread": 64.0})
     assert "1.88x one thread's" in capsys.readouterr().out
-    cli.print_thread_scaling({"threads": 2, "matmul_gflops": 70.0, "matmul_gflops_one_thread": 66.0})
+    print_thread_scaling({"threads": 2, "matmul_gflops": 70.0, "matmul_gflops_one_thread": 66.0})
     assert "not comparable" in capsys.readouterr().out
-    cli.print_thread_scaling({"threads": None, "matmul_gflops": 9000.0})  # a GPU: nothing to say
+    print_thread_scaling({"threads": None, "matmul_gflops": 9000.0})  # a GPU: nothing to say
     assert capsys.readouterr().out == ""
 
 
@@ -198,7 +178,7 @@ def test_machine_limits_restore_the_thread_count():
 
 
 def test_allocator_effect_times_both_models_in_fresh_processes_each_way(capsys):
-    from minicastling.bench import allocator_effect, print_allocator_effect
+    from minicastling.lab.bench import allocator_effect, print_allocator_effect
 
     runs = allocator_effect(processes=1, preset="smoke", shape={}, batch=2, tokens=(64,), repeats=1)
     assert [run["keep"] for run in runs] == [False, True]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minicastling import toy
+from minicastling.course import toy
 from minicastling.attention import CastlingAttention, set_alpha
 from minicastling.branches import GridConv2d, TokenConv1d
 from minicastling.schedule import AlphaSchedule

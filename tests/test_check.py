@@ -9,7 +9,7 @@ import pytest
 
 import minicastling
 from minicastling import check
-from minicastling.assignments import is_solution, read_notebook, source_of, student_copy, write_assignments
+from minicastling.course.assignments import is_solution, read_notebook, source_of, student_copy, write_assignments
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.ipynb"))

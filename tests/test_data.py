@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from minicastling import data
-from minicastling.data import (
-    DatasetUnavailable,
-    DeviceData,
-    ImageDataset,
-    load_cifar10,
-    load_dataset,
-    load_npz,
-    random_crop_flip,
-    save_npz,
-)
-from minicastling.synthetic import stand_in
+from minicastling.datasets import cifar10
+from minicastling.datasets import DatasetUnavailable, ImageDataset, load_dataset, load_npz
+from minicastling.datasets.batches import DeviceData, random_crop_flip
+from minicastling.datasets.cifar10 import load_cifar10
+from minicastling.datasets.images import save_npz
+from minicastling.datasets.synthetic import stand_in
 
 PER_BATCH = 6
 
@@ -50,8 +44,8 @@ def server(tmp_path, monkeypatch):
     remote = tmp_path / "remote" / "cifar-10-python.tar.gz"
     remote.parent.mkdir()
     checksum = fake_cifar_archive(remote)
-    monkeypatch.setattr(data, "CIFAR10_URL", remote.as_uri())
-    monkeypatch.setattr(data, "CIFAR10_MD5", checksum)
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", remote.as_uri())
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", checksum)
     monkeypatch.setenv("MINICASTLING_DATA", str(tmp_path / "cache"))
     return remote
 
@@ -92,7 +86,7 @@ def test_missing_archive_gives_one_clear_sentence(server):
 
 
 def test_auto_falls_back_to_the_stand_in_when_offline(server, monkeypatch, tmp_path, capsys):
-    from minicastling import fashion_mnist, synthetic
+    from minicastling.datasets import fashion_mnist, synthetic
 
     server.unlink()
     monkeypatch.setattr(synthetic, "stand_in", lambda: stand_in(64, 32))
@@ -123,11 +117,11 @@ def test_npz_round_trip_any_classes_and_size(tmp_path):
 
 def test_bad_arrays_are_named(tmp_path):
     x = np.zeros((4, 8, 8, 3), dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"x_train must be a uint8 numpy array.*float32.*astype\(np.uint8\)"):
+    with pytest.raises(ValueError, match=r"x_train holds float32 values; images must be uint8.*astype\(np.uint8\)"):
         ImageDataset("bad", x.astype(np.float32), np.zeros(4, int), x, np.zeros(4, int), ())
-    with pytest.raises(ValueError, match=r"y_train must be 4 integer labels.*\(3,\)"):
+    with pytest.raises(ValueError, match=r"y_train must hold one label per image, 4 of them; got shape \(3,\)"):
         ImageDataset("bad", x, np.zeros(3, int), x, np.zeros(4, int), ())
-    with pytest.raises(ValueError, match=r"square images with 1 or 3 channels"):
+    with pytest.raises(ValueError, match=r"x_train holds 8×6 images; the model needs square images"):
         ImageDataset("bad", np.zeros((4, 8, 6, 3), np.uint8), np.zeros(4, int), x, np.zeros(4, int), ())
     np.savez(tmp_path / "partial.npz", x_train=x, y_train=np.zeros(4, int))
     with pytest.raises(ValueError, match=r"lacks \['x_test', 'y_test'\]"):

@@ -6,9 +6,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from minicastling import data, fashion_mnist
-from minicastling.data import DatasetUnavailable, load_dataset
-from minicastling.fashion_mnist import CorruptFile, read_idx
+from minicastling.datasets import cifar10
+from minicastling.datasets import fashion_mnist
+from minicastling.datasets import DatasetUnavailable, load_dataset
+from minicastling.datasets.fashion_mnist import CorruptFile, read_idx
 
 TRAIN, TEST = 12, 5
 
@@ -44,7 +45,7 @@ def files(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "URL", remote.as_uri() + "/")
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "debian")
     monkeypatch.setenv("MINICASTLING_DATA", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "CIFAR10_URL", (tmp_path / "no-such-archive").as_uri())
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", (tmp_path / "no-such-archive").as_uri())
     return contents, remote
 
 
@@ -125,7 +126,7 @@ def test_offline_without_files_is_one_clear_sentence(files):
 
 
 def test_auto_prefers_cifar_then_local_fashion_mnist_then_the_stand_in(files, tmp_path, monkeypatch, capsys):
-    from minicastling import synthetic
+    from minicastling.datasets import synthetic
 
     monkeypatch.setattr(synthetic, "stand_in", lambda: synthetic.same_different(16, 8))
     assert load_dataset("auto", progress=False).name == "same-different"  # nothing local: the stand-in's place

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from minicastling import memory, precision
+from minicastling.extras import memory, precision
 from minicastling.attention import linear_angular_attention
-from minicastling.data import save_npz
-from minicastling.fused import linear_angular
-from minicastling.model import get_config
-from minicastling.synthetic import stand_in
-from minicastling.train import get_recipe, train
+from minicastling.datasets.images import save_npz
+from minicastling.fast.library_calls import linear_angular
+from minicastling.datasets.synthetic import stand_in
+from minicastling.presets import get_config, get_recipe
+from minicastling.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_the_gpu_recipe_trains_here_with_its_ingredients(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     recipe = get_recipe("gpu", epochs=1, train_images=64, batch_size=32, warmup_epochs=0.5, precision="fp32")
     assert recipe.compile
-    assert recipe.augment and recipe.mixup and recipe.cutmix and recipe.drop_path and recipe.ema
+    assert recipe.augment and recipe.mixup and recipe.cutmix and recipe.model.drop_path and recipe.ema
     metrics = train(recipe, tmp_path, stand_in(64, 32), device="cpu", progress=False, quiet=True)
     assert metrics["weights"] == "average" and metrics["precision"] == "fp32"
     assert get_config("gpu").tokens == 256 and math.isfinite(metrics["test_acc_after_castling"])
@@ -95,7 +95,9 @@ def test_memory_estimate_grows_with_the_batch_and_names_what_to_lower(monkeypatc
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: small)
     with pytest.raises(ValueError, match=r"batch 64 needs about .* GiB .* lower --batch-size to [0-9] or less"):
         memory.check_fits(config, 64, torch.device("cuda", 0))
-    assert "of" in memory.check_fits(config, 2, torch.device("cuda", 0))
+    assert "of this GPU's" in memory.check_fits(config, 2, torch.device("cuda", 0))
+    warned = memory.check_fits(config, 64, torch.device("cuda", 0), "fp16")  # float32's estimate is an upper bound
+    assert "under fp16 it needs less and may fit" in warned and "lower --batch-size to" in warned
 
 
 @pytest.fixture(scope="module")

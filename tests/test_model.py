@@ -4,16 +4,9 @@ import pytest
 import torch
 
 from minicastling.attention import CastlingAttention, SoftmaxAttention, set_alpha
-from minicastling.model import (
-    PRESETS,
-    ViT,
-    castle,
-    count_macs,
-    count_parameters,
-    get_config,
-    macs_by_variant,
-    mask_density,
-)
+from minicastling.measure import count_macs, count_parameters, macs_by_variant, mask_density
+from minicastling.model import ViT, castle
+from minicastling.presets import PRESETS, get_config
 
 
 @pytest.mark.parametrize("attention", ["castling", "linear-angular", "softmax"])
@@ -24,7 +17,7 @@ def test_forward_shapes(attention, stem):
 
 
 def test_presets_have_honest_sizes():
-    sizes = {name: count_parameters(ViT(config)) for name, config in PRESETS.items()}
+    sizes = {name: count_parameters(ViT(recipe.model)) for name, recipe in PRESETS.items()}
     assert sizes["smoke"] < 100_000
     assert 100_000 < sizes["cpu"] < 1_000_000
     assert 3_000_000 < sizes["gpu"] < 6_000_000

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import minicastling.runtime as runtime
+import minicastling.extras.runtime as runtime
 from minicastling.__main__ import main
 
 # two tensors of about 4 MiB made, written and freed, a little larger each round, as a model's
@@ -13,7 +13,7 @@ from minicastling.__main__ import main
 # largest request with fresh pages from the OS, while a kept heap needs only the few pages it grew by
 CHURN = """
 import resource, sys, torch
-import minicastling.runtime as runtime
+import minicastling.extras.runtime as runtime
 print(runtime.keep_freed_memory() if sys.argv[1] == "keep" else "default")
 faults = []
 for step in range(21):
@@ -43,39 +43,33 @@ def test_keep_freed_memory_stops_the_page_faults_of_freed_tensors():
                                f"against {default:.0f} by default")
 
 
-def test_describe_says_when_freed_memory_is_kept(monkeypatch):
+def test_describe_and_setup_build_nothing(monkeypatch, capsys):
     import torch
 
-    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
-    assert "malloc" not in runtime.describe(torch.device("cpu"))
-    monkeypatch.setattr(runtime, "_freed_memory_kept", True)
-    assert "| malloc keeps freed memory" in runtime.describe(torch.device("cpu"))
+    import minicastling as mc
+    from minicastling.fast import cpu_kernel
 
+    def no_build():
+        raise AssertionError("the CPU kernel was built by a call that does not need it")
 
-def test_describe_says_whether_the_cpu_kernel_runs(monkeypatch):
-    import torch
-
-    from minicastling import cpu_extension
-
-    built = cpu_extension.load() is not None
-    assert runtime.describe(torch.device("cpu")).endswith("| CPU kernel " + ("on" if built else "off"))
-    monkeypatch.setenv(cpu_extension.SWITCH, "0")
-    assert runtime.describe(torch.device("cpu")).endswith("| CPU kernel off")
+    monkeypatch.setattr(cpu_kernel, "load", no_build)
+    line = runtime.describe(torch.device("cpu"))
+    assert line.startswith("minicastling ") and "budget smoke" in line
+    mc.setup()
+    assert capsys.readouterr().out.strip() == line
 
 
 def test_the_command_line_keeps_freed_memory_before_it_runs(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr("minicastling.__main__.keep_freed_memory", lambda: calls.append("kept"))
-    monkeypatch.setattr("minicastling.__main__.doctor", lambda args: calls.append("ran"))
+    monkeypatch.setattr("minicastling.__main__.doctor", lambda args: calls.append("ran") or 0)
     assert main(["doctor"]) == 0
     assert calls == ["kept", "ran"]
 
 
 def test_keep_freed_memory_changes_nothing_off_linux(monkeypatch):
     monkeypatch.setattr(runtime.platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
     assert runtime.keep_freed_memory() is False
-    assert runtime._freed_memory_kept is False
 
 
 class FakeLibc:
@@ -92,10 +86,9 @@ class FakeLibc:
 
 
 def on_linux_with(monkeypatch, libc: FakeLibc) -> FakeLibc:
-    """keep_freed_memory will see Linux, `libc` as its C library, and nothing kept yet."""
+    """keep_freed_memory will see Linux and `libc` as its C library."""
     monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
     monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
-    monkeypatch.setattr(runtime, "_freed_memory_kept", False)
     return libc
 
 

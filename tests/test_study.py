@@ -1,91 +1,113 @@
+"""The study: its declared design, resumable and extendable runs, paired contrasts, the quick mode."""
+
 import json
-import statistics
 
 import pytest
-from scipy import stats
 
-from minicastling import plot, study
 from minicastling.__main__ import main
+from minicastling.lab import plot, study
+from minicastling.presets import PRESETS, Recipe
 
 
-def test_welch_interval_matches_scipy_and_is_never_narrower():
-    a, b = [88.1, 87.4, 88.9, 87.9], [86.0, 86.9, 85.7]
-    difference, (low, high) = study.welch_interval(a, b)
-    exact = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert difference == pytest.approx(statistics.mean(a) - statistics.mean(b))
-    assert low <= exact.low + 1e-12 and high >= exact.high - 1e-12  # df rounded down to a tabulated one
-    assert (high - low) < 1.25 * (exact.high - exact.low)
-    for df, quantile in study.T_95.items():
-        assert quantile == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
-
-
-def test_mean_interval_matches_scipy():
-    values = [74.2, 75.9, 77.1]
-    mean, half = study.mean_interval(values)
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values))
-    assert mean == pytest.approx(statistics.mean(values)) and half == pytest.approx((high - low) / 2, rel=1e-3)
-    assert study.mean_interval([80.0]) == (80.0, 0.0)
-
-
-def test_verdicts_say_better_worse_or_within_noise():
-    assert "better" in study.verdict("x", 2.0, 0.5, 3.5)
-    assert "worse" in study.verdict("x", -2.0, -3.5, -0.5)
-    assert "within noise" in study.verdict("x", 0.4, -1.0, 1.8)
-
-
-def test_summary_compares_every_variant_with_castling():
-    runs = {study.REFERENCE: {"accuracies": [80.0, 81.0, 82.0]}, "softmax twin": {"accuracies": [90.0, 91.0, 92.0]}}
-    summary = study.summarise(runs)
-    assert summary[study.REFERENCE] == {"mean": 81.0, "std": 1.0, "seeds": 3}
-    assert summary["softmax twin"]["difference"] == pytest.approx(10.0) and "better" in summary["softmax twin"]["verdict"]
-
-
-def test_suites_name_known_variants_and_change_one_thing_each():
-    for variants, datasets in study.SUITES.values():
-        assert study.REFERENCE in variants and set(variants) <= set(study.VARIANTS)
-        assert set(datasets) <= set(study.DATASET_RECIPES)
-    assert all(len(change) <= 2 for change in study.VARIANTS.values())
+def quick(folder, *extra):
+    return main(["study", "--quick", "--part", "primary", "--workers", "1", "--out", str(folder / "runs"),
+                 "--results", str(folder / "study.json"), *extra])
 
 
 @pytest.fixture(scope="module")
-def quick_study(tmp_path_factory):
+def primary(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
-    code = main(["study", "--quick", "--dataset", "same-different", "--variant", study.REFERENCE,
-                 "--variant", "linear-angular only", "--seeds", "2", "--workers", "1",
-                 "--out", str(folder / "runs"), "--results", str(folder / "study.json")])
-    assert code == 0
-    return folder / "study.json"
+    assert quick(folder, "--seeds", "2") == 0
+    return folder
 
 
-def test_quick_study_writes_the_results_the_tutorials_read(quick_study):
-    written = json.loads(quick_study.read_text())
-    runs = written["datasets"]["same-different"]["runs"]
-    assert set(runs) == {study.REFERENCE, "linear-angular only"}
-    for entry in runs.values():
-        assert len(entry["accuracies"]) == 2 and len(entry["test_acc_per_epoch"][0]) == study.QUICK["epochs"]
-        assert entry["sharpness"][0]["max_weight_x_n"] >= 1.0
-    assert runs[study.REFERENCE]["mask_density_per_epoch"][0][0] is not None
-    assert "interval_95" in written["datasets"]["same-different"]["summary"]["linear-angular only"]
-    figure = plot.plot_study(written)
-    assert [ax.get_title() for ax in figure.axes] == ["same-different"]
-    intervals = [c for c in figure.axes[0].containers if c.has_xerr]  # one mean ± 95 % interval per variant
-    assert len(intervals) == 2
+def test_every_contrast_names_arms_that_change_one_or_two_things():
+    for c in study.CONTRASTS:
+        assert c["a"] in study.ARMS and c["b"] in study.ARMS and c["part"] in study.PARTS
+        assert c["primary"] == (c["part"] == "primary")
+    assert all(1 <= len(change) <= 2 for change in study.ARMS.values())
+    assert [c["name"] for c in study.CONTRASTS if c["primary"]] == [
+        "branch on vs off, official form", "branch on vs off, kernel form"]
 
 
-def test_unknown_variants_are_named():
-    assert main(["study", "--quick", "--variant", "castling, typo"]) == 1
+def test_the_recipes_of_both_scales_are_valid_and_arms_share_everything_but_their_change():
+    for scale in study.SCALES:
+        for dataset, arms in study.arms_by_dataset(study.PARTS).items():
+            recipes = [Recipe.from_dict(study.recipe_for(dataset, arm, 3, scale, False)) for arm in arms]
+            assert {r.seed for r in recipes} == {3} and len({r.epochs for r in recipes}) == 1
+    on = Recipe.from_dict(study.recipe_for("fashion-mnist", "castling, kernel form", 0, "cpu", False))
+    off = Recipe.from_dict(study.recipe_for("fashion-mnist", "branch off, kernel form", 0, "cpu", False))
+    assert on.replace(alpha0=0.0) == off and on.fades_a_branch and not off.fades_a_branch
 
 
-def test_an_ingredients_study_reuses_matching_reference_runs(quick_study, tmp_path, capsys):
-    second = tmp_path / "ingredients.json"
-    assert main(["study", "--suite", "ingredients", "--quick", "--dataset", "same-different", "--variant",
-                 study.REFERENCE, "--variant", "+ mixup", "--seeds", "2", "--workers", "1", "--reuse", str(quick_study),
-                 "--out", str(tmp_path / "runs"), "--results", str(second)]) == 0
-    assert "+ mixup" in capsys.readouterr().out
-    runs = json.loads(second.read_text())["datasets"]["same-different"]["runs"]
-    reference = json.loads(quick_study.read_text())["datasets"]["same-different"]["runs"][study.REFERENCE]
-    assert runs[study.REFERENCE]["reused"] and runs[study.REFERENCE]["accuracies"] == reference["accuracies"]
-    assert not (tmp_path / "runs" / "ingredients" / "same-different" / "castling-e-0-02").exists()
-    assert (tmp_path / "runs" / "ingredients" / "same-different" / "mixup").is_dir()
-    three_seeds = study.tasks_for(["same-different"], [study.REFERENCE], 3, True, tmp_path, 1)
-    assert study.reusable(json.loads(quick_study.read_text()), three_seeds) == {}  # a third seed was never run
+def test_the_design_is_written_before_any_run(tmp_path, monkeypatch):
+    def interrupted(task):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quick(tmp_path, "--seeds", "2")
+    written = json.loads((tmp_path / "study.json").read_text())
+    assert set(written) == {"design"} and written["design"]["margin"] == 1.0
+    assert [c["name"] for c in written["design"]["contrasts"]][:1] == ["branch on vs off, official form"]
+
+
+def test_quick_study_writes_paired_contrasts_with_curves(primary):
+    written = json.loads((primary / "study.json").read_text())
+    contrasts = {c["name"]: c for c in written["contrasts"]}
+    assert set(contrasts) == {"branch on vs off, official form", "branch on vs off, kernel form"}
+    for c in contrasts.values():
+        assert {"name", "dataset", "form", "a", "b", "pairs", "difference", "interval_95", "mde_80", "verdict",
+                "primary", "p_value_holm"} <= set(c)
+        assert len(c["pairs"]) == 2 and c["verdict"] in ("better", "worse", "equivalent", "undetermined")
+        a = written["runs"][c["dataset"]][c["a"]]
+        assert c["pairs"][0][0] == a["accuracies"][0]
+    castling = written["runs"]["fashion-mnist"]["castling, kernel form"]
+    curve = castling["curves"][0]
+    epochs = PRESETS["smoke"].epochs
+    assert len(curve["test_acc"]) == len(curve["train_loss"]) == epochs
+    assert curve["alpha_end_of_epoch"][-1] == 0.0 and curve["branch_share"][0] is not None
+    assert curve["test_acc_without_branch"][-1] == curve["test_acc"][-1]
+    assert written["runs"]["fashion-mnist"]["branch off, kernel form"]["curves"][0]["branch_share"] == [None] * epochs
+
+
+def test_an_interrupted_study_resumes_and_more_seeds_extend_it(primary, monkeypatch):
+    trained = []
+    original = study.run_one
+    monkeypatch.setattr(study, "run_one", lambda task: trained.append(task["seed"]) or original(task))
+    assert quick(primary, "--seeds", "2") == 0
+    assert trained == []  # every run recorded: nothing trained again
+    (primary / "runs" / "quick" / "fashion-mnist" / "castling-kernel-form" / "seed1" / "record.json").unlink()
+    assert quick(primary, "--seeds", "3") == 0
+    assert sorted(trained) == [1, 2, 2, 2, 2]  # the lost record, then the third seed of each arm
+    written = json.loads((primary / "study.json").read_text())
+    assert all(len(c["pairs"]) == 3 for c in written["contrasts"])
+
+
+def test_holm_is_applied_across_the_primary_contrasts_only():
+    runs = {"d": {arm: {"seeds": [0, 1, 2], "accuracies": acc} for arm, acc in {
+        "a": [86.0, 86.5, 87.0], "b": [85.0, 85.6, 85.9], "c": [86.1, 86.4, 86.8]}.items()}}
+    contrasts = [study.contrast("first", "d", "a", "b", "primary"), study.contrast("second", "d", "c", "b", "primary"),
+                 study.contrast("third", "d", "a", "c", "secondary")]
+    results = {r["name"]: r for r in study.compare(runs, contrasts)}
+    first, second = results["first"], results["second"]
+    assert sorted([first["p_value_holm"], second["p_value_holm"]]) == pytest.approx(
+        sorted([2 * min(first["p_value"], second["p_value"]), max(2 * min(first["p_value"], second["p_value"]),
+                                                                   max(first["p_value"], second["p_value"]))]))
+    assert "p_value_holm" not in results["third"]
+
+
+def test_bad_arguments_exit_2_with_one_sentence(tmp_path, capsys):
+    assert quick(tmp_path, "--seeds", "1") == 2
+    assert capsys.readouterr().err.strip() == "error: --seeds must be at least 2 (a paired interval needs two pairs), got 1"
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "--part", "everything"])
+    assert exit_.value.code == 2
+
+
+def test_the_figures_draw_the_contrasts_and_curves(primary):
+    written = json.loads((primary / "study.json").read_text())
+    figure = plot.plot_contrasts(written)
+    assert len(figure.axes[0].lines) >= 1
+    figure = plot.plot_curves(written, "fashion-mnist", ["castling, kernel form", "branch off, kernel form"])
+    assert [ax.get_ylabel() for ax in figure.axes][:2] == ["test accuracy (%)", "training loss"]

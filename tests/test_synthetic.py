@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from minicastling.synthetic import SHAPES, glyphs, same_different, stand_in
+from minicastling.datasets.synthetic import SHAPES, glyphs, same_different, stand_in
 
 
 def test_stand_in_is_deterministic_and_cifar_shaped():
@@ -31,7 +31,7 @@ def test_stand_in_cannot_be_told_apart_by_colour():
 
 def test_stand_in_shapes_differ_in_outline():
     """Every class is drawn: the same tilt, place and size give ten different masks."""
-    from minicastling.synthetic import _inside
+    from minicastling.datasets.synthetic import _inside
 
     coords = torch.linspace(-1.2, 1.2, 40)
     w, u = torch.meshgrid(coords, coords, indexing="ij")

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from minicastling.__main__ import main
-from minicastling.synthetic import stand_in
-from minicastling.files import atomic_write
-from minicastling.train import get_recipe, learning_rate, train
+from minicastling.datasets.synthetic import stand_in
+from minicastling.extras.files import atomic_write
+from minicastling.presets import get_recipe
+from minicastling.train import learning_rate, train
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_interrupted_run_resumes_to_the_same_end(tmp_path):
     rows = lambda run: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
                         for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert rows("straight") == rows("resumed")
-    with pytest.raises(RuntimeError, match="belongs to a different run.*--restart"):
+    with pytest.raises(ValueError, match="belongs to another run: epochs is 3 there and 4 now; it is kept.*--restart"):
         train(get_recipe("smoke", epochs=4, batch_size=32, train_images=None), tmp_path / "resumed", dataset,
               device="cpu", progress=False)
 
@@ -95,7 +96,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
     assert main(["train", "--preset", "smoke", "--data", str(digits_npz), "--epochs", "1", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("dataset", "preset", "epochs", "device", "test_acc_before_castling", "test_acc_after_castling",
+    for key in ("dataset", "model", "recipe", "epochs", "device", "test_acc_before_castling", "test_acc_after_castling",
                 "macs_before_castling", "macs_after_castling", "wall_time_s"):
         assert key in metrics
     out = capsys.readouterr().out

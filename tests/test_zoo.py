@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minicastling.attention import quadratic_attention
-from minicastling.model import ViT, get_config
+from minicastling.model import ViT
+from minicastling.presets import get_config
 from minicastling.zoo import (
     FEATURE_MAPS,
     FeatureMapAttention,

@@ -18,6 +18,6 @@ from .tutorial03 import angular_attention_order1, arccos_series, causal_linear_a
 from .tutorial04 import alpha_at, mass_kept, official_castling_attention, token_dwconv
 from .tutorial05 import castle_model, patchify, softmax_attention_macs
 from .tutorial06 import crop_flip, layer_sharpness, model_mask_density
-from .tutorial07 import difference_interval, seeds_needed, smallest_weight_bound
+from .tutorial07 import paired_interval, seeds_for_power, smallest_weight_bound
 
 __all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

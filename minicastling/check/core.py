@@ -242,13 +242,14 @@ def compare(ex: Exercise, fn, reference, cases, differentiable=(), rtol=1e-4, at
 def same_number(ex: Exercise, got, expected: float, case: dict, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
                 explain: str = "") -> None:
     """A function that returns one number: a Python number (or a one-element tensor) close to expected."""
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
+    if (isinstance(got, torch.Tensor) and got.numel() == 1) or type(got).__module__ == "numpy":
+        got = got.item()  # a one-element tensor, or a numpy scalar such as np.float32
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise CheckFailed(f"{ex.label}: return a number; got a {type(got).__name__} for {describe(case)}.")
     if not math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol):
-        raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected:.6g}; yours is {got:.6g}."
-                          + (f" {explain}" if explain else ""))
+        digits = next(d for d in range(6, 18) if f"{got:.{d}g}" != f"{expected:.{d}g}" or d == 17)
+        raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected:.{digits}g}; yours is "
+                          f"{got:.{digits}g}." + (f" {explain}" if explain else ""))
 
 
 def passed(ex: Exercise, what: str) -> None:

@@ -24,7 +24,7 @@ def angular_weights(ex: Exercise, fn) -> None:
                            "the two sides agree: line the axes up so that every pair meets every plane.")
 def hyperplane_agreement(ex: Exercise, fn) -> None:
     """The share of random hyperplanes that put q_i and k_j on the same side: ≈ 1 − θ/π."""
-    from ..kernels import angular_similarity
+    from ..similarity import angular_similarity
 
     g = torch.Generator().manual_seed(6)
     planes = 8000

@@ -10,7 +10,7 @@ from .core import Exercise, _qkv_cases, compare, exercise, linear_in_tokens, pas
                               "one per coefficient, from π/2. A Python float times a tensor keeps the tensor's dtype.")
 def arccos_series(ex: Exercise, fn) -> None:
     """arccos(x) ≈ π/2 − Σ_{m≤order} c_m x^(2m+1), the series behind the decomposition."""
-    from ..kernels import truncated_arccos
+    from ..similarity import truncated_arccos
 
     g = torch.Generator().manual_seed(8)
     cases = [{"x": torch.rand(*shape, generator=g) * 2 - 1, "order": order}
@@ -21,7 +21,7 @@ def arccos_series(ex: Exercise, fn) -> None:
 
 def padded_reference(q, k, v, key_mask):
     """The explicit O(N²) kernel form with padding keys given weight 0."""
-    from ..kernels import angular_similarity
+    from ..similarity import angular_similarity
 
     similarity = angular_similarity(q, k, order=0) * key_mask.unsqueeze(-2).to(q.dtype)  # (…, N, M)
     return similarity / similarity.sum(-1, keepdim=True) @ v
@@ -49,7 +49,7 @@ def padded_linear_angular(ex: Exercise, fn) -> None:
 
 
 def _angular_order1(q, k):
-    from ..kernels import angular_similarity
+    from ..similarity import angular_similarity
 
     return angular_similarity(q, k, order=1)
 
@@ -68,7 +68,7 @@ def angular_attention_order1(ex: Exercise, fn) -> None:
 
 def causal_reference(q, k, v):
     """Explicit O(N²) causal attention with the linear angular kernel ½ + q̂·k̂/π: keys j ≤ i only."""
-    from ..kernels import angular_similarity
+    from ..similarity import angular_similarity
 
     n = q.shape[-2]
     similarity = angular_similarity(q, k, order=0) * torch.ones(n, n).tril()  # (…, N, N)

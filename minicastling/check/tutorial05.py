@@ -20,7 +20,8 @@ def patchify(ex: Exercise, fn) -> None:
 
 def castling_model():
     """The smoke-sized castling ViT in eval mode, the same every call."""
-    from ..model import ViT, get_config
+    from ..model import ViT
+    from ..presets import get_config
 
     torch.manual_seed(0)
     return ViT(get_config("smoke", attention="castling")).eval()
@@ -74,7 +75,7 @@ def castle_model(ex: Exercise, fn) -> None:
 def softmax_attention_macs(ex: Exercise, fn) -> None:
     """The MACs of one SoftmaxAttention layer, as torch's flop counter measures them."""
     from ..attention import SoftmaxAttention
-    from ..model import macs
+    from ..measure import macs
 
     for tokens, width, heads in [(64, 128, 4), (16, 64, 2), (196, 96, 3), (1, 32, 1), (1024, 256, 8)]:
         case = {"tokens": tokens, "width": width, "heads": heads}

@@ -12,7 +12,7 @@ from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_
                               "image, and mirror the window left to right where its flip is True. Keep the dtype.")
 def crop_flip(ex: Exercise, fn) -> None:
     """Pad, crop each image at its offset, flip those marked: what data.random_crop_flip does once the draws are made."""
-    from ..data import crop_flip as reference
+    from ..datasets.batches import crop_flip as reference
 
     g = torch.Generator().manual_seed(6)
     for shape, padding in [((4, 3, 8, 8), 2), ((5, 1, 6, 10), 1), ((3, 3, 5, 5), 0), ((6, 3, 7, 7), 3)]:
@@ -57,7 +57,9 @@ def _layers_and_tokens() -> list:
                            "layers. Measure in eval mode, and leave the model as you found it.")
 def model_mask_density(ex: Exercise, fn) -> None:
     """The share of softmax entries the auxiliary mask keeps, averaged over a model's CastlingAttention layers."""
-    from ..model import ViT, get_config, mask_density
+    from ..measure import mask_density
+    from ..model import ViT
+    from ..presets import get_config
 
     g = torch.Generator().manual_seed(26)
     for seed, options in enumerate([dict(threshold=0.02), dict(threshold=1.0, mask="relative"), dict(threshold=0.05)]):
@@ -83,7 +85,7 @@ def model_mask_density(ex: Exercise, fn) -> None:
 def sharpness_reference(layer, x):
     """Mean over batch, heads and queries of N × the largest linear-angular weight of the row."""
     from ..attention import attention_weights
-    from ..model import row_sharpness
+    from ..measure import row_sharpness
 
     with torch.no_grad():
         q, k, _ = layer.split_qkv(x)  # (B, H, N, d)

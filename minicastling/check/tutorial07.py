@@ -1,5 +1,5 @@
-"""Tutorial 07 · measure it: the bound on linear-angular weights, a difference with its interval,
-and how many seeds an interval needs."""
+"""Tutorial 07 · measure it: the bound on linear-angular weights, a paired difference with its interval,
+and how many seeds a test needs to detect a difference."""
 
 import math
 
@@ -19,59 +19,78 @@ def smallest_weight_bound(ex: Exercise, fn) -> None:
         case = {"tokens": tokens}
         same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-9,
                     explain="For one token it must be 1; as N grows it falls towards (½ − 1/π)/(½ + 1/π) from above.")
-    passed(ex, "N = 1 to 1,000 match the mirror image of minicastling.kernels.largest_weight_bound.")
+    passed(ex, "N = 1 to 1,000 match the mirror image of minicastling.similarity.largest_weight_bound.")
 
 
-def _accuracy_lists(seed: int) -> list:
+def _paired_lists(seed: int) -> list:
+    """Accuracies of two arms that share each seed's luck: a common per-seed term plus a little of their own."""
     g = torch.Generator().manual_seed(seed)
     lists = []
-    for n_a, n_b, spread in [(3, 3, 2.0), (5, 3, 0.5), (3, 4, 6.0), (10, 10, 1.0)]:
-        lists.append({"a": (80 + spread * torch.randn(n_a, generator=g)).tolist(),
-                      "b": (79 + spread * torch.randn(n_b, generator=g) * 2).tolist()})
+    for n, shared, own, shift in [(3, 1.5, 0.3, 0.4), (5, 0.8, 0.5, -0.2), (10, 1.0, 0.2, 0.1), (12, 2.0, 0.6, 1.0)]:
+        luck = shared * torch.randn(n, generator=g, dtype=torch.float64)
+        lists.append({"a": (86 + shift + luck + own * torch.randn(n, generator=g, dtype=torch.float64)).tolist(),
+                      "b": (86 + luck + own * torch.randn(n, generator=g, dtype=torch.float64)).tolist()})
     return lists
 
 
-@exercise("07", 2, "core", "each mean has a squared standard error s²/n, with the sample variance s² (divide by n − 1). "
-                           "Welch adds the two and does not assume equal spreads; the Welch–Satterthwaite formula gives "
-                           "the degrees of freedom, and minicastling.study.t_quantile(df) the factor for a 95 % interval.")
-def difference_interval(ex: Exercise, fn) -> None:
-    """mean(a) − mean(b) and its 95 % Welch interval: (difference, (low, high)), the study's verdicts."""
-    from ..study import welch_interval
+def _interval(ex: Exercise, got, case: dict) -> tuple:
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], (tuple, list)) and len(got[1]) == 2):
+        raise CheckFailed(f"{ex.label}: return (difference, (low, high)); got {got!r} for {describe(case)}.")
+    return got[0], tuple(got[1])
 
-    for case in _accuracy_lists(27):
-        difference, (low, high) = welch_interval(**case)
-        got = call(ex, fn, case)
-        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], tuple) and len(got[1]) == 2):
-            raise CheckFailed(f"{ex.label}: return (difference, (low, high)); got {got!r} for {describe(case)}.")
-        same_number(ex, got[0], difference, case, explain="The difference is mean(a) − mean(b).")
-        width = f"The interval should be {low:.4f} to {high:.4f}; yours is {got[1][0]:.4f} to {got[1][1]:.4f}."
-        if got[1][1] - got[1][0] < high - low - 1e-6:
-            width += " Too narrow: sample variances divide by n − 1, and the t quantile is wider than 1.96 for few seeds."
-        for mine, theirs in zip(got[1], (low, high)):
+
+@exercise("07", 2, "core", "the two arms of a seed share its initialisation and data order, so compare them seed by "
+                           "seed: one difference per seed, then the mean of those differences and its standard error "
+                           "(the sample standard deviation, dividing by n − 1, over √n). For 95 %, take the t "
+                           "quantile with n − 1 degrees of freedom: scipy.stats.t.ppf.")
+def paired_interval(ex: Exercise, fn) -> None:
+    """The mean of the per-seed differences a_i − b_i and its paired 95 % t-interval: (difference, (low, high))."""
+    from ..lab.stats import paired_difference, welch_interval
+
+    for case in _paired_lists(27):
+        expected = paired_difference(case["a"], case["b"])
+        low, high = expected["interval_95"]
+        difference, (got_low, got_high) = _interval(ex, call(ex, fn, case), case)
+        same_number(ex, difference, expected["difference"], case, explain="The difference is the mean of a_i − b_i.")
+        width = f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}."
+        _, (welch_low, welch_high) = welch_interval(case["a"], case["b"])
+        if abs((got_high - got_low) - (welch_high - welch_low)) < 1e-6:
+            width += (" That is the unpaired (Welch) interval: it ignores that each seed's luck is shared, and is "
+                      "wider than it needs to be. Take the differences first.")
+        elif got_high - got_low < high - low - 1e-9:
+            width += (" Too narrow: divide the variance by n − 1, and use the t quantile for n − 1 degrees of "
+                      "freedom (wider than 1.96 for few seeds).")
+        for mine, theirs in zip((got_low, got_high), (low, high)):
             same_number(ex, mine, theirs, case, explain=width)
-    passed(ex, "4 pairs of seed lists (3 to 10 seeds, equal and unequal spreads) match minicastling.study.welch_interval.")
+    passed(ex, "4 pairs of arms (3 to 12 seeds) match minicastling.lab.stats.paired_difference.")
 
 
-def seeds_reference(std: float, half_width: float) -> int:
-    """The fewest seeds per variant for which Welch's 95 % interval of a difference is ± half_width or narrower."""
-    from ..study import t_quantile
+def seeds_reference(sd: float, difference: float) -> int:
+    """The fewest pairs with which a two-sided paired t-test at 5 % detects `difference` with 80 % power."""
+    from ..lab.stats import seeds_needed
 
-    n = 2
-    while t_quantile(2 * (n - 1)) * std * math.sqrt(2 / n) > half_width:
-        n += 1
-    return n
+    return seeds_needed(sd, difference, minimum=2)
 
 
-@exercise("07", 3, "stretch", "write the interval's half-width as a function of n when both variants spread alike and "
-                              "have n seeds each (what do Welch's degrees of freedom become then?). It shrinks as n "
-                              "grows in two ways; no closed form gives n, so search.")
-def seeds_needed(ex: Exercise, fn) -> None:
-    """How many seeds per variant make the 95 % interval of a difference ± half_width, for runs that spread by std."""
-    for std, half_width in [(1.0, 2.0), (2.0, 2.0), (4.5, 1.0), (0.5, 4.0), (3.0, 3.0)]:
-        case = {"std": std, "half_width": half_width}
+@exercise("07", 3, "stretch", "a test at 5 % rejects when |t| > t_crit(n − 1). If the true difference is δ, t follows "
+                              "a noncentral t distribution with noncentrality δ√n / sd; the power is the chance it "
+                              "lands beyond ±t_crit (scipy.stats.nct). Increase n until that chance reaches 80 %.")
+def seeds_for_power(ex: Exercise, fn) -> None:
+    """How many paired seeds detect a true difference `difference` with 80 % power, when differences spread by `sd`."""
+    from ..lab.stats import minimum_detectable_difference
+
+    for sd, difference in [(1.0, 1.0), (0.7, 1.0), (2.0, 1.0), (1.0, 3.0), (0.5, 0.2)]:
+        case = {"sd": sd, "difference": difference}
         expected, got = seeds_reference(**case), call(ex, fn, case)
-        if got != expected:
-            verdict = ("too few: with that many the interval is wider than asked. Is your t quantile the one for "
-                       "2(n − 1) degrees of freedom?") if isinstance(got, int) and got < expected else "not the fewest."
-            raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected} seeds; yours, {got!r}, is {verdict}")
-    passed(ex, "5 spreads and widths, from 2 to hundreds of seeds, match the search over Welch's interval.")
+        if got == expected:
+            continue
+        if isinstance(got, int) and got < expected:
+            verdict = (f"too few: with {got} pairs a true difference of {difference} is detected less than 80 % of "
+                       "the time. Asking only for a 95 % interval as narrow as ± the difference gives about 50 % "
+                       "power, and the normal approximation undercounts at small n: take the power from the "
+                       "noncentral t.")
+        else:
+            verdict = "more than needed: the fewest that reach 80 % is asked for." if isinstance(got, int) \
+                else "not a whole number of seeds."
+        raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected} seeds; yours, {got!r}, is {verdict}")
+    passed(ex, "5 spreads and differences, from 2 to over a hundred seeds, match the noncentral t's power.")

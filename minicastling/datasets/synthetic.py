@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .data import ImageDataset
+from .images import ImageDataset
 
 SHAPES = ("disc", "ring", "square", "frame", "triangle", "plus", "cross", "bar", "pillar", "dumbbell")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DatasetUnavailable, ImageDataset, data_dir, download, load_npz, save_npz
-from .files import shown
+from ..extras.files import shown
+from .images import DatasetUnavailable, ImageDataset, data_dir, download, load_npz, save_npz
 
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # file: (MD5 of the published .gz, MD5 of its decompressed bytes); both from the dataset's README

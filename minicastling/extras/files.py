@@ -6,6 +6,13 @@ import tempfile
 from pathlib import Path
 
 
+class InputError(ValueError):
+    """A data file, an array or a checkpoint that cannot be used as it is; the message says what to do.
+
+    The command line answers it with that one sentence and exit status 1, without a traceback.
+    """
+
+
 def atomic_write(path: Path, write) -> None:
     """write(file) into a temporary file beside path, then rename: a crash never leaves half a file."""
     path = Path(path)

@@ -28,8 +28,12 @@ from pathlib import Path
 
 import torch
 
+from ..datasets import load_dataset
+from ..datasets.synthetic import same_different, stand_in
+from ..extras.files import save_json
+from ..presets import Recipe, get_recipe
+from ..train import read_history, train
 from . import stats
-from .files import save_json
 
 FASHION = "fashion-mnist"
 DIAGNOSTIC_NOISES = (0.0, 0.02, 0.04)
@@ -114,9 +118,6 @@ def arms_by_dataset(parts) -> dict:
 def load_study_dataset(name: str, quick: bool = False):
     """A study dataset by name: Fashion-MNIST, or the same/different task at a noise level; quick runs
     take small generated stand-ins so that a test needs no download."""
-    from .data import load_dataset
-    from .synthetic import same_different, stand_in
-
     if name.startswith("same-different"):
         noise = float(name.rsplit(" ", 1)[1])
         return same_different(n_train=512, n_test=256, noise=noise) if quick else same_different(noise=noise)
@@ -130,8 +131,6 @@ def cached_dataset(name: str, quick: bool):
 
 
 def recipe_for(dataset: str, arm: str, seed: int, scale: str, quick: bool) -> dict:
-    from .train import get_recipe
-
     preset, base = QUICK if quick else RECIPES[scale]["same-different" if dataset.startswith("same") else dataset]
     return dataclasses.asdict(get_recipe(preset, **base, **ARMS[arm], seed=seed))
 
@@ -168,28 +167,24 @@ def finished(task: dict) -> dict | None:
     The recorded recipe is read back through today's Recipe, so a field added since, whose default
     keeps the old behaviour, does not retrain every run.
     """
-    from .train import Recipe
-
     path = record_path(task)
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
     try:
-        same = dataclasses.asdict(Recipe(**record["recipe"])) == task["recipe"]
-    except TypeError:  # a field that no longer exists
+        same = dataclasses.asdict(Recipe.from_dict(record["recipe"])) == task["recipe"]
+    except (TypeError, KeyError):  # a field that no longer exists
         same = False
     return record if same else None
 
 
 def run_one(task: dict) -> dict:
     """Train, castle and record one run (in a worker); the record is written atomically at the end."""
-    from .train import Recipe, train
-
     torch.set_num_threads(task["threads"])
     started_cpu = time.process_time()
     dataset = cached_dataset(task["dataset"], task["quick"])
-    metrics = train(Recipe(**task["recipe"]), task["out"], dataset, device=task["device"], progress=False, quiet=True)
-    history = [json.loads(line) for line in (Path(task["out"]) / "metrics.jsonl").read_text().splitlines()]
+    metrics = train(Recipe.from_dict(task["recipe"]), task["out"], dataset, device=task["device"], progress=False, quiet=True)
+    history = read_history(task["out"])
     curves = {key: [row[key] for row in history] for key in (
         "test_acc", "train_loss", "train_acc", "alpha_end_of_epoch", "mask_density", "branch_share",
         "test_acc_without_branch")}

@@ -1,35 +1,11 @@
-"""Where and how big: the budget switch (smoke / cpu / gpu), the device, seeds, the allocator.
-
-One switch decides sizes (DESIGN: Budgets). Tests set MINICASTLING_BUDGET=smoke; otherwise
-the default is "gpu" when CUDA is present and "cpu" elsewhere.
-"""
+"""Where a run happens: the device, seeds, the allocator, and the one line that says so."""
 
 import ctypes
-import os
 import platform
 import random
 
 import numpy as np
 import torch
-
-BUDGETS = ("smoke", "cpu", "gpu")
-BUDGET_VARIABLE = "MINICASTLING_BUDGET"
-
-
-def budget() -> str:
-    """The budget mode: $MINICASTLING_BUDGET if set, else 'gpu' with CUDA and 'cpu' without."""
-    mode = os.environ.get(BUDGET_VARIABLE, "").strip().lower()
-    if not mode:
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if mode not in BUDGETS:
-        raise ValueError(f"{BUDGET_VARIABLE}={mode!r} is not a budget; set it to one of {BUDGETS}")
-    return mode
-
-
-def by_budget(smoke, cpu, gpu):
-    """The value for the current budget: `n = by_budget(smoke=2, cpu=20, gpu=200)`."""
-    return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[budget()]
-
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' → cuda, then mps, then cpu; anything else is passed to torch.device."""
@@ -55,9 +31,6 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 # names: a training run then still faults in its larger tensors), and up to 1 GiB of freed heap stays mapped
 MMAP_THRESHOLDS = (1 << 30, 32 << 20)
 TRIM_THRESHOLD = 1 << 30
-_freed_memory_kept = False
-
-
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for the next tensor instead of handing it back to the OS.
 
@@ -72,43 +45,20 @@ def keep_freed_memory() -> bool:
     Returns True where applied (Linux with glibc); False elsewhere (macOS, Windows, musl), where
     nothing changes.
     """
-    global _freed_memory_kept
     if platform.system() != "Linux":
         return False
     libc = ctypes.CDLL(None)  # the C library this process already runs on
     if not hasattr(libc, "gnu_get_libc_version"):  # mallopt's parameters are glibc's
         return False
     mmap_set = any(libc.mallopt(M_MMAP_THRESHOLD, size) == 1 for size in MMAP_THRESHOLDS)  # the first it takes
-    applied = mmap_set and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    _freed_memory_kept = _freed_memory_kept or applied
-    return applied
+    return mmap_set and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
 
 
 def describe(device: torch.device) -> str:
-    """One line naming versions, device and budget: the header of every notebook and run.
-
-    On the CPU it also says whether castled attention runs the compiled CPU kernel (building it
-    here, once per machine, if it is not built yet) or the library-call path.
-    """
-    from . import __version__, cpu_extension
+    """One line naming versions, device and budget: the header of every notebook and run. Builds nothing."""
+    from .. import __version__
+    from ..presets import budget
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    kernel = ""
-    if device.type == "cpu":
-        kernel = " | CPU kernel " + ("on" if cpu_extension.enabled() and cpu_extension.load() is not None else "off")
     return (f"minicastling {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
-            f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}"
-            + (" | malloc keeps freed memory" if _freed_memory_kept else "") + kernel)
-
-
-def setup(seed: int = 0, device: str = "auto") -> torch.device:
-    """A notebook's first call: seed everything, pick the device, keep freed memory for reuse
-    (keep_freed_memory), print what was chosen, and size figure text for a projector."""
-    from .plot import use_legible_style
-
-    use_legible_style()
-    keep_freed_memory()
-    seed_everything(seed)
-    chosen = pick_device(device)
-    print(describe(chosen))
-    return chosen
+            f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}")

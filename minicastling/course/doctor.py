@@ -26,15 +26,15 @@ def _version(package: str) -> str:
 
 def _installed_from() -> str:
     """A clone (on sys.path or `pip install -e .`) or an installed copy (a wheel, Colab)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     if (package.parent / "pyproject.toml").is_file() and (package.parent / "tutorials").is_dir():
         return "a clone of the repository"
     return "an installed copy (wheel or git install)"
 
 
 def _device_lines() -> list:
-    from .precision import describe_choice, native_bf16
-    from .runtime import pick_device
+    from ..extras.precision import describe_choice, native_bf16
+    from ..extras.runtime import pick_device
 
     device = pick_device()
     lines = [f"device (auto)    {device}"]
@@ -53,14 +53,30 @@ def _device_lines() -> list:
     lines.append(f"  cpu            {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                  f"torch uses {torch.get_num_threads()} threads")
     lines.append(f"precision (auto) {describe_choice(device)}")
+    lines.append(f"cpu kernel       {_kernel_state()}")
     return lines
+
+
+def _kernel_state() -> str:
+    """Whether castled attention's compiled CPU kernel is built, without building it."""
+    from ..fast import cpu_kernel
+
+    if not cpu_kernel.OPERATORS:
+        return f"not used: torch {torch.__version__} has no torch.library.custom_op (2.4 and later do)"
+    try:
+        if not cpu_kernel.enabled():
+            return f"off (${cpu_kernel.SWITCH}=0): castled attention runs the library-call path"
+    except ValueError as error:
+        return f"INVALID: {error}"
+    if cpu_kernel.is_built():
+        return "built, in torch's extensions cache"
+    return "not built yet: compiled the first time castled attention runs on the CPU (about a minute; needs a C++ compiler)"
 
 
 def _memory_lines() -> list:
     """The gpu preset's training step against the memory of common GPUs (estimated; see memory.py)."""
-    from .memory import table
-    from .model import get_config
-    from .train import get_recipe
+    from ..extras.memory import table
+    from ..presets import get_config, get_recipe
 
     batch = get_recipe("gpu").batch_size
     try:
@@ -72,7 +88,7 @@ def _memory_lines() -> list:
 
 
 def _budget_lines() -> list:
-    from .runtime import BUDGET_VARIABLE, budget
+    from ..presets import BUDGET_VARIABLE, budget
 
     setting = os.environ.get(BUDGET_VARIABLE)
     try:
@@ -84,7 +100,8 @@ def _budget_lines() -> list:
 
 
 def _data_lines() -> list:
-    from .data import CIFAR10_ARCHIVE, data_dir
+    from ..datasets.cifar10 import CIFAR10_ARCHIVE
+    from ..datasets.images import data_dir
 
     root = data_dir()
     source = "from $MINICASTLING_DATA" if os.environ.get("MINICASTLING_DATA") else "default"
@@ -105,7 +122,7 @@ def _data_lines() -> list:
 
 
 def _fashion_mnist_state() -> str:
-    from . import fashion_mnist
+    from ..datasets import fashion_mnist
 
     where = fashion_mnist.offline_location()
     if where is not None and where.suffix == ".npz":
@@ -117,7 +134,7 @@ def _fashion_mnist_state() -> str:
 
 def report() -> str:
     """The whole report as text."""
-    from . import __version__
+    from .. import __version__
 
     colab = "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
     lines = [

@@ -8,7 +8,7 @@ from einops import rearrange
 from minicastling import attention
 from minicastling.attention import CastlingAttention, linear_angular_attention
 from minicastling.branches import GridConv2d, TokenConv1d
-from minicastling.fused import linear_angular
+from minicastling.fast.library_calls import linear_angular
 
 SHAPES = [(1, 1, 1, 3), (2, 7, 3, 4), (1, 49, 2, 5), (3, 16, 2, 8)]  # (batch, tokens, heads, head_dim)
 

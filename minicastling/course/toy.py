@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attention import SoftmaxAttention, set_alpha
-from .schedule import AlphaSchedule
+from ..attention import SoftmaxAttention, set_alpha
+from ..schedule import AlphaSchedule
 
 
 def make_teacher(dim: int = 32, num_heads: int = 2, sharpness: float = 3.0, seed: int = 0) -> SoftmaxAttention:

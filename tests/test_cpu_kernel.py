@@ -1,12 +1,12 @@
-"""The compiled CPU kernel (minicastling.cpu_extension) against the readable forms, in float64."""
+"""The compiled CPU kernel (minicastling.fast.cpu_kernel) against the readable forms, in float64; its operator."""
 
 import warnings
 
 import pytest
-import test_fused as fused_test  # its readable reference and gradient helper
+import test_library_calls as library_test  # its readable reference and gradient helper
 import torch
 
-from minicastling import cpu_extension, fused
+from minicastling.fast import cpu_kernel, library_calls
 from minicastling.attention import CastlingAttention
 from minicastling.branches import TokenConv1d
 
@@ -16,18 +16,18 @@ SHAPES = [(1, 1, 1, 16), (2, 7, 3, 16), (1, 49, 2, 24), (3, 17, 2, 32), (1, 5, 1
 
 @pytest.fixture(autouse=True)
 def kernel():
-    if cpu_extension.load() is None:
+    if cpu_kernel.load() is None:
         pytest.skip("the CPU kernel could not be built here (no C++ compiler or ninja); see the warning")
 
 
 def readable(qkv, heads, conv=None):
     """Kernel-form linear-angular attention plus the token conv, as the readable modules compute it."""
-    out, v = fused_test.readable(qkv, heads, "kernel")
+    out, v = library_test.readable(qkv, heads, "kernel")
     return out if conv is None else out + conv(v)
 
 
 def gradients(output, inputs):
-    return fused_test.gradients([output], inputs)
+    return library_test.gradients([output], inputs)
 
 
 @pytest.mark.parametrize("kernel_size", [9, 3, None])
@@ -39,7 +39,7 @@ def test_kernel_equals_the_readable_form_in_values_and_gradients(shape, kernel_s
     conv = None if kernel_size is None else TokenConv1d(h, kernel_size).double()
     weight = None if conv is None else conv.conv.weight
     inputs = [qkv] + ([weight] if conv is not None else [])
-    fast, reference = cpu_extension.linear_angular_conv(qkv, h, weight), readable(qkv, h, conv)
+    fast, reference = cpu_kernel.linear_angular_conv(qkv, h, weight), readable(qkv, h, conv)
     torch.testing.assert_close(fast, reference)
     for got, expected in zip(gradients(fast, inputs), gradients(reference, inputs)):
         torch.testing.assert_close(got, expected)
@@ -49,20 +49,20 @@ def test_kernel_passes_gradcheck():
     g = torch.Generator().manual_seed(2)
     qkv = torch.randn(2, 6, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 1, 3, 1, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w: cpu_extension.linear_angular_conv(x, 2, w), (qkv, weight))
+    assert torch.autograd.gradcheck(lambda x, w: cpu_kernel.linear_angular_conv(x, 2, w), (qkv, weight))
 
 
 def test_zero_queries_and_keys_take_the_epsilon_branch_as_the_readable_form_does():
     qkv = torch.randn(1, 6, 3 * 16, dtype=torch.float64)
     qkv[:, 2, :32] = 0.0  # token 2's q and k
     qkv.requires_grad_(True)
-    fast, reference = cpu_extension.linear_angular_conv(qkv, 1), readable(qkv, 1)
+    fast, reference = cpu_kernel.linear_angular_conv(qkv, 1), readable(qkv, 1)
     torch.testing.assert_close(fast, reference)
     torch.testing.assert_close(gradients(fast, [qkv]), gradients(reference, [qkv]))
 
 
 def test_output_is_token_major_so_merging_heads_is_free():
-    out = cpu_extension.linear_angular_conv(torch.randn(2, 10, 3 * 3 * 16), 3)
+    out = cpu_kernel.linear_angular_conv(torch.randn(2, 10, 3 * 3 * 16), 3)
     assert out.shape == (2, 3, 10, 16) and out.transpose(1, 2).is_contiguous()
 
 
@@ -70,11 +70,11 @@ def test_low_precision_inputs_are_computed_in_float32():
     qkv = torch.randn(2, 300, 3 * 4 * 16) + 0.5
     exact = readable(qkv.double(), 4)
     for low in (torch.bfloat16, torch.float16):
-        out = cpu_extension.linear_angular_conv(qkv.to(low), 4)
+        out = cpu_kernel.linear_angular_conv(qkv.to(low), 4)
         assert out.dtype == low
         assert (out.double() - exact).norm() / exact.norm() < 0.01
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert cpu_extension.linear_angular_conv(qkv, 4).dtype == torch.float32  # qkv's dtype, as the readable form
+        assert cpu_kernel.linear_angular_conv(qkv, 4).dtype == torch.float32  # qkv's dtype, as the readable form
 
 
 @pytest.mark.parametrize("conv", ["1d", None])
@@ -87,7 +87,7 @@ def test_module_with_the_kernel_equals_the_library_path(monkeypatch, conv, alpha
         inputs = [x, *module.parameters()]
         fast = module(x)
         fast_grads = gradients(fast, inputs)
-        monkeypatch.setenv(cpu_extension.SWITCH, "0")
+        monkeypatch.setenv(cpu_kernel.SWITCH, "0")
         library = module(x)
         torch.testing.assert_close(fast, library)
         for got, expected in zip(fast_grads, gradients(library, inputs)):
@@ -99,7 +99,7 @@ def test_module_uses_the_kernel_where_it_covers_the_call(monkeypatch):
     def library_path(*args, **kwargs):
         raise AssertionError("the library-call path ran where the CPU kernel covers the call")
 
-    monkeypatch.setattr(fused, "linear_angular", library_path)
+    monkeypatch.setattr(library_calls, "linear_angular", library_path)
     module = CastlingAttention(64, 2)
     module(torch.randn(2, 10, 64)).sum().backward()
     with torch.no_grad():
@@ -112,22 +112,19 @@ def test_module_uses_the_kernel_where_it_covers_the_call(monkeypatch):
 def test_calls_the_kernel_does_not_cover_fall_back_to_the_library_path(options, dim, heads):
     module = CastlingAttention(dim, heads, **options)
     qkv = torch.randn(1, 16, 3 * dim)
-    assert not cpu_extension.covers(qkv, heads, module.form, module.conv)
+    assert not cpu_kernel.covers(qkv, heads, module.form, module.conv)
     assert module(torch.randn(1, 16, dim)).shape == (1, 16, dim)
 
 
 def test_switch_turns_the_kernel_off_and_rejects_nonsense(monkeypatch):
     module = CastlingAttention(32, 2)
     qkv = torch.randn(1, 4, 96)
-    assert cpu_extension.covers(qkv, 2, "kernel", module.conv)
-    with cpu_extension.off():  # for torch's flop counter, which cannot see into the compiled call
-        assert not cpu_extension.covers(qkv, 2, "kernel", module.conv)
-    assert cpu_extension.covers(qkv, 2, "kernel", module.conv)
-    monkeypatch.setenv(cpu_extension.SWITCH, "0")
-    assert not cpu_extension.covers(qkv, 2, "kernel", module.conv)
-    monkeypatch.setenv(cpu_extension.SWITCH, "maybe")
+    assert cpu_kernel.covers(qkv, 2, "kernel", module.conv)
+    monkeypatch.setenv(cpu_kernel.SWITCH, "0")
+    assert not cpu_kernel.covers(qkv, 2, "kernel", module.conv)
+    monkeypatch.setenv(cpu_kernel.SWITCH, "maybe")
     with pytest.raises(ValueError, match="MINICASTLING_CPU_KERNEL='maybe'.*1.*0"):
-        cpu_extension.enabled()
+        cpu_kernel.enabled()
 
 
 def test_a_failed_build_warns_once_and_leaves_the_library_path(monkeypatch):
@@ -137,7 +134,7 @@ def test_a_failed_build_warns_once_and_leaves_the_library_path(monkeypatch):
         raise RuntimeError("Error building extension\ng++: command not found")
 
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    cpu_extension.load.cache_clear()
+    cpu_kernel.load.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="could not be built .*g\\+\\+: command not found.*library-call path"):
             module = CastlingAttention(32, 2)
@@ -147,5 +144,48 @@ def test_a_failed_build_warns_once_and_leaves_the_library_path(monkeypatch):
             torch.testing.assert_close(module(torch.randn(1, 5, 32)).shape, out.shape)  # no second warning
     finally:
         monkeypatch.undo()
-        cpu_extension.load.cache_clear()
-    assert cpu_extension.load() is not None
+        cpu_kernel.load.cache_clear()
+    assert cpu_kernel.load() is not None
+
+
+def test_the_operator_passes_torch_library_opcheck():
+    """Fake (meta) implementation, autograd registration and schema, as torch.library checks them."""
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(2, 9, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    for args in ((qkv, weight, 2, 1e-6, True), (qkv, None, 2, 1e-6, True), (qkv.detach(), None, 2, 1e-6, False)):
+        torch.library.opcheck(torch.ops.minicastling.linear_angular_conv.default, args)
+
+
+def test_flop_counter_counts_the_operator_as_the_library_calls(monkeypatch):
+    from minicastling.measure import macs
+
+    module = CastlingAttention(64, 2, alpha=0.0)
+    x = torch.randn(2, 16, 64)
+    with_kernel = macs(module, x), macs(module, x, backward=True)
+    monkeypatch.setenv(cpu_kernel.SWITCH, "0")
+    assert (macs(module, x), macs(module, x, backward=True)) == with_kernel
+
+
+def test_torch_compile_calls_the_operator(monkeypatch):
+    calls = []
+    built = cpu_kernel.load()
+
+    class Counting:
+        def forward(self, *args):
+            calls.append("forward")
+            return built.forward(*args)
+
+        def backward(self, *args):
+            calls.append("backward")
+            return built.backward(*args)
+
+    monkeypatch.setattr(cpu_kernel, "load", lambda: Counting())
+    torch.manual_seed(0)
+    module = CastlingAttention(32, 2, alpha=0.0)
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    eager = module(x)
+    compiled = torch.compile(module, dynamic=False)(x)
+    torch.testing.assert_close(compiled, eager)
+    compiled.sum().backward()
+    assert calls.count("forward") == 2 and calls.count("backward") == 1  # eager once, compiled once; its backward

@@ -1,81 +1,25 @@
-"""Measuring attention: median time after warm-up, peak memory, sweeps over token count.
+"""The speed benchmark: attention and whole models against SDPA and the softmax twin, in one run.
 
-Speed claims are ratios against a peer measured in the same run (DESIGN: Budgets), never
-absolute goals inside tests. `python -m minicastling bench` prints the headline comparison.
+`python -m minicastling bench` measures every comparison below, the two sides interleaved round by
+round (timing.py), prints each ratio beside its goal and writes results/bench.json, which the README
+and tutorial 07 read. Speed claims are ratios against a peer measured in the same run (DESIGN: Budgets).
 """
 
-import contextlib
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import cpu_extension
-from .attention import linear_angular_attention, quadratic_attention
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn, repeats: int = 10, warmup: int = 2, device=torch.device("cpu")) -> float:
-    """Median wall time of fn() in seconds, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence the C++ profiler's start/stop lines, which bypass Python's logging."""
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def peak_memory(fn, device=torch.device("cpu")) -> int:
-    """Peak bytes allocated while fn() runs, above what was allocated before.
-
-    CUDA: the caching allocator's peak. CPU: the profiler's allocation events, summed in order,
-    so tensors freed inside fn (the N×N scores, say) count while they were alive.
-    """
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
-        if event.name() == "[memory]"
-    )
-    current = peak = 0
-    for _, nbytes in events:
-        current += nbytes
-        peak = max(peak, current)
-    return peak
+from ..attention import CastlingAttention, SoftmaxAttention, linear_angular_attention, quadratic_attention, set_alpha
+from ..branches import TokenConv1d
+from ..extras.memory import peak_memory
+from ..fast import cpu_kernel, library_calls
+from ..measure import macs
+from ..model import ViT, castled_copy
+from ..presets import get_config
+from .timing import _threads, interleaved_times, median_time, ratio_summary, run_once
 
 
 def sdpa(q, k, v):
@@ -100,19 +44,6 @@ ATTENTION_FUNCTIONS = {
     "linear-angular (official)": linear_official,
     "linear-angular (kernel)": linear_kernel,
 }
-
-
-def run_once(fn, *inputs, backward: bool = True):
-    """A closure running fn(*inputs) once: forward + backward on fresh leaves, or forward under no_grad."""
-    if backward:
-        leaves = [t.detach().requires_grad_() for t in inputs]
-        return lambda: fn(*leaves).sum().backward()
-
-    def forward():
-        with torch.no_grad():
-            fn(*inputs)
-
-    return forward
 
 
 def _sweep(contestants: dict, make_inputs, tokens, square_bytes, quadratic=(), backward=False, repeats=5,
@@ -198,44 +129,8 @@ def sdpa_ratios(batch=8, heads=4, head_dim=32, repeats=10, device=torch.device("
 
 def castled_module(dim: int, heads: int, **options):
     """A CastlingAttention after castling: what runs at inference."""
-    from .attention import CastlingAttention
-
     module = CastlingAttention(dim, heads, alpha=0.0, **options)
     return module.castle()
-
-
-def interleaved_times(calls: dict, rounds: int = 12, seconds_per_round: float = 0.05,
-                      device=torch.device("cpu")) -> dict:
-    """Seconds per call of each contestant in each of `rounds` rounds, the contestants taking turns.
-
-    Taking turns puts a drifting machine's slow and fast moments on every contestant alike; a ratio
-    is then taken round by round (ratio_summary), so one noisy round spoils one ratio, not all.
-    Each round calls a contestant about `seconds_per_round` worth of times, after one warm-up call.
-    """
-    counts = {}
-    for name, call in calls.items():
-        call()  # warm-up, and a first estimate of its duration
-        synchronize(device)
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        counts[name] = max(1, round(seconds_per_round / max(time.perf_counter() - start, 1e-6)))
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(counts[name]):
-                call()
-            synchronize(device)
-            times[name].append((time.perf_counter() - start) / counts[name])
-    return times
-
-
-def ratio_summary(times: dict, peer: str, contender: str) -> dict:
-    """peer / contender, round by round: median and range, beside each one's median time in ms."""
-    ratios = [a / b for a, b in zip(times[peer], times[contender])]
-    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "peer_ms": 1e3 * statistics.median(times[peer]), "contender_ms": 1e3 * statistics.median(times[contender])}
 
 
 def compiler_problem() -> str | None:
@@ -254,13 +149,11 @@ def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, 
 
     Also the training-time module (α = 1, with the masked-softmax branch) up to 256 tokens, and each
     module's multiply–accumulates, so the speed-up can be set against the arithmetic it saves.
-    compiled=True: both sides under torch.compile (the castled module then runs the readable form,
-    which the compiler fuses), without the training-time module.
+    compiled=True: both sides under torch.compile (on the CPU the castled module's attention is then
+    the CPU kernel's operator, called from the compiled graph), without the training-time module.
     Returns rows {tokens, mode, speedup (+ _min, _max over rounds), twin_ms, castled_ms, training_ms,
     twin_macs, castled_macs}.
     """
-    from .attention import CastlingAttention, SoftmaxAttention
-
     torch.manual_seed(0)
     modules = {"twin": SoftmaxAttention(dim, heads), "castled": castled_module(dim, heads)}
     if not compiled:
@@ -275,33 +168,13 @@ def module_ratios(tokens=(64, 256, 1024), batch=8, dim=128, heads=4, rounds=12, 
             times = interleaved_times({name: run_once(m, x, backward=backward) for name, m in chosen.items()},
                                       rounds, device=device)
             summary = ratio_summary(times, "twin", "castled")
-            macs = {name: module_macs(modules[name], x, backward) for name in ("twin", "castled")}
+            counts = {name: macs(modules[name], x, backward=backward) for name in ("twin", "castled")}
             rows.append({"tokens": n, "mode": mode, "speedup": summary["ratio"], "speedup_min": summary["ratio_min"],
                          "speedup_max": summary["ratio_max"], "twin_ms": summary["peer_ms"],
                          "castled_ms": summary["contender_ms"],
                          "training_ms": 1e3 * statistics.median(times["training"]) if "training" in times else None,
-                         "twin_macs": macs["twin"], "castled_macs": macs["castled"]})
+                         "twin_macs": counts["twin"], "castled_macs": counts["castled"]})
     return rows
-
-
-def module_macs(module, x, backward: bool) -> int:
-    """Multiply–accumulates of one forward (and backward) call, from torch's flop counter.
-
-    The counter's formula for a convolution's backward ignores `groups`, counting a depthwise conv as
-    a dense one; its backward is counted here as what it is, twice the forward (input and weight).
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .model import count_cpu_sdpa
-
-    count_cpu_sdpa()
-    inputs = x.detach().requires_grad_(backward)
-    with cpu_extension.off(), FlopCounterMode(display=False) as counter:
-        run_once(module, inputs, backward=backward)()
-    flops = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
-    if "aten.convolution_backward" in flops:
-        flops["aten.convolution_backward"] = 2 * flops["aten.convolution"]
-    return sum(flops.values()) // 2
 
 
 def machine_limits(device=torch.device("cpu"), repeats=10):
@@ -324,17 +197,6 @@ def machine_limits(device=torch.device("cpu"), repeats=10):
     return limits
 
 
-@contextlib.contextmanager
-def _threads(count: int):
-    """torch's intra-op thread count set to `count` inside the block, restored after it."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=10, device=torch.device("cpu")):
     """Achieved GFLOP/s and GB/s of linear-angular attention's forward, beside machine_limits().
 
@@ -347,9 +209,9 @@ def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=1
     moved = 4 * q.numel() * 4
     result = {"ms": 1e3 * seconds, "gflops": flops / seconds / 1e9, "gbs": moved / seconds / 1e9}
     qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device=device)
-    if cpu_extension.covers(qkv, heads, "kernel", None):  # the same arithmetic in the compiled CPU kernel
+    if cpu_kernel.covers(qkv, heads, "kernel", None):  # the same arithmetic in the compiled CPU kernel
         with torch.no_grad():
-            kernel = median_time(lambda: cpu_extension.linear_angular_conv(qkv, heads), repeats, 2, device)
+            kernel = median_time(lambda: cpu_kernel.linear_angular_conv(qkv, heads), repeats, 2, device)
         result.update(kernel_ms=1e3 * kernel, kernel_gflops=flops / kernel / 1e9, kernel_gbs=moved / kernel / 1e9)
     return {**result, **machine_limits(device, repeats)}
 
@@ -364,9 +226,6 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
     it covers the call: kernel_ms, else None).
     Returns rows {tokens, sdpa_ms, matmuls_ms, conv_ms, floor_ms, castled_ms, kernel_ms}.
     """
-    from .branches import TokenConv1d
-    from .fused import linear_angular
-
     rows, d = [], dim // heads
     conv = TokenConv1d(heads).to(device)
     for n in tokens:
@@ -377,7 +236,7 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
         token_major = torch.randn(batch, n, heads, d, device=device).transpose(1, 2)
 
         def castled():
-            out, values = linear_angular(qkv, heads)
+            out, values = library_calls.linear_angular(qkv, heads)
             return out + conv(values)
 
         calls = {
@@ -387,8 +246,8 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
             "conv_ms": lambda: conv(token_major),
             "castled_ms": castled,
         }
-        if cpu_extension.covers(qkv, heads, "kernel", conv):
-            calls["kernel_ms"] = lambda: cpu_extension.linear_angular_conv(qkv, heads, conv.conv.weight)
+        if cpu_kernel.covers(qkv, heads, "kernel", conv):
+            calls["kernel_ms"] = lambda: cpu_kernel.linear_angular_conv(qkv, heads, conv.conv.weight)
         with torch.no_grad():
             times = {name: 1e3 * median_time(fn, repeats, 5, device) for name, fn in calls.items()}
         times.setdefault("kernel_ms", None)
@@ -412,8 +271,6 @@ def module_sweep(tokens, batch=1, dim=128, heads=4, backward=True, repeats=5, de
     The training-mode module builds the (B, H, N, N) softmax for its auxiliary branch; sizes whose
     matrix would pass `max_square_bytes` are skipped, as are sizes after a call over give_up_seconds.
     """
-    from .attention import CastlingAttention, SoftmaxAttention
-
     torch.manual_seed(0)
     modules = {"SoftmaxAttention (twin)": SoftmaxAttention(dim, heads).to(device),
                "CastlingAttention, castled": castled_module(dim, heads).to(device),
@@ -435,9 +292,6 @@ BENCH_MODEL = dict(dim=96, depth=4, num_heads=4, mlp_ratio=2.0)
 def bench_models(preset: str, shape: dict, tokens: int, device=torch.device("cpu")):
     """The benchmark's models at `tokens` (64 or 256) on 32×32 images: config, the softmax twin, a castling
     model with its softmax branch on (α = 1), and that model castled (α set to 0 first)."""
-    from .attention import set_alpha
-    from .model import ViT, castled_copy, get_config
-
     config = get_config(preset, image_size=32, **shape, **MODEL_SHAPES[tokens])
     torch.manual_seed(0)
     twin = ViT(config.replace(attention="softmax")).to(device)
@@ -535,11 +389,12 @@ def allocator_effect(processes=2, **setting) -> list:
     import sys
 
     code = ("import json, sys\n"
-            "from minicastling import bench, runtime\n"
+            "from minicastling.extras import runtime\n"
+            "from minicastling.lab import bench\n"
             "setting = json.loads(sys.argv[1])\n"
             "kept = runtime.keep_freed_memory() if setting.pop('keep') else False\n"
             "print(json.dumps({'kept': kept, 'rows': bench.model_costs_here(**setting)}))")
-    package_root = str(Path(__file__).resolve().parents[1])  # found by the child as it was found here
+    package_root = str(Path(__file__).resolve().parents[2])  # found by the child as it was found here
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     runs = []
     for _ in range(processes):
@@ -657,3 +512,75 @@ def print_compiled(results) -> None:
         print(f"  model  {r['tokens']:>5} tokens inference twin {r['twin_inference_ms']:7.1f} ms, castled "
               f"{r['castled_inference_ms']:7.1f} ms: {r['inference_speedup']:.2f}x "
               f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f})")
+
+
+def print_results(results: dict) -> None:
+    """Everything a bench run measured, each ratio beside its goal: what the command prints."""
+    print(f"\nlinear-angular vs torch SDPA (B={1 if results['quick'] else 8}, 4 heads, head_dim 32, float32):")
+    for row in results["headline"]:
+        print(f"  {row['setting']:<24} {row['method']:<28} {row['ms']:9.2f} ms {row['speedup_vs_sdpa']:6.1f}x")
+    print_module_ratios(results)
+    print("\nmodules (B=1, C=128), castled vs twin, by token count:")
+    for mode in ("forward", "fwd_bwd"):
+        ratios = speedups(results[f"modules_{mode}"], "CastlingAttention, castled", "SoftmaxAttention (twin)")
+        print(f"  {mode.replace('_', '+'):<8} " + ", ".join(f"{n}: {r:.2f}x" for n, r in ratios.items()))
+    memory = results["memory_4096"]
+    print("\npeak memory, fwd+bwd, 1 x 4 heads (goal: linear-angular <= 0.1x explicit):")
+    for name, entry in memory.items():
+        print(f"  {name:<26} {entry['mib']:9.1f} MiB  {entry['vs_explicit']:.4f}x explicit")
+    e = results["efficiency"]
+    print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
+          f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
+    if "kernel_gflops" in e:
+        print(f"  the same in the CPU kernel: {e['kernel_gflops']:.1f} GFLOP/s, {e['kernel_gbs']:.2f} GB/s")
+    print_thread_scaling(e)
+    print_floor(results)
+    print_compiled(results)
+    print_goals(results)
+
+
+def print_thread_scaling(limits) -> None:
+    """What the CPU's threads add to a plain matmul, and a warning where they add little."""
+    if "matmul_gflops_one_thread" not in limits:
+        return
+    gain = limits["matmul_gflops"] / limits["matmul_gflops_one_thread"]
+    print(f"threads: {limits['threads']} give {gain:.2f}x one thread's matmul rate "
+          f"({limits['matmul_gflops_one_thread']:.0f} GFLOP/s on one)")
+    if gain < 1.3:
+        print("  warning: the threads add little here (hyperthreads of one core, or a busy host): this run measures "
+              "about one core, and its times are not comparable with the README's")
+
+
+def print_module_ratios(results) -> None:
+    """The module and whole-model comparisons, each ratio with its range over rounds and its arithmetic."""
+    matmul = results["efficiency"]["matmul_gflops"]
+    print("\ncastled CastlingAttention vs its SoftmaxAttention twin, B=8, C=128, 4 heads "
+          "(speed-up = twin time / castled time: median over rounds, and range):")
+    print(f"  {'tokens':>6} {'mode':<8} {'twin ms':>9} {'castled ms':>10} {'speed-up':>9} {'range':>12}   "
+          f"{'MACs twin/castled':>17}   GFLOP/s twin, castled (matmul: {matmul:.0f})")
+    for r in results["modules"]:
+        twin_rate = 2 * r["twin_macs"] / r["twin_ms"] / 1e6
+        castled_rate = 2 * r["castled_macs"] / r["castled_ms"] / 1e6
+        print(f"  {r['tokens']:>6} {r['mode']:<8} {r['twin_ms']:9.2f} {r['castled_ms']:10.2f} {r['speedup']:8.2f}x "
+              f"{r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}   {r['twin_macs'] / r['castled_macs']:16.2f}x   "
+              f"{twin_rate:6.1f}, {castled_rate:6.1f}")
+    shape = "smoke preset" if results.get("quick") else ", ".join(f"{k} {v}" for k, v in BENCH_MODEL.items())
+    print(f"\nwhole models ({shape}), 32x32 images, batch 32 (inference: castled vs twin; training step with the "
+          "softmax branch on, cost against the twin's):")
+    for r in results["model_ratios"]:
+        print(f"  {r['tokens']:>5} tokens (patch {r['patch_size']}): inference {r['inference_speedup']:.2f}x "
+              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f}; twin {r['twin_inference_ms']:.1f} ms, "
+              f"castled {r['castled_inference_ms']:.1f} ms), training step {r['training_cost']:.2f}x the twin's "
+              f"({r['training_cost_min']:.2f}-{r['training_cost_max']:.2f})")
+
+
+def print_goals(results) -> None:
+    runs = {"eager": results}
+    if "skipped" not in results["compiled"]:
+        runs["compiled"] = results["compiled"]
+    for name, run in runs.items():
+        print(f"\ngoals, {name} (this run):")
+        for g in goal_rows(run):
+            sign = ">=" if g["direction"] == "at least" else "<="
+            print(f"  {g['what']:<45} {g['tokens']:>5} tokens: {g['value']:5.2f}x ({g['min']:.2f}-{g['max']:.2f}), "
+                  f"goal {sign} {g['goal']:.1f}x: {'met' if g['met'] else 'not met'}")

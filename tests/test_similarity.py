@@ -6,7 +6,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from minicastling.kernels import (
+from minicastling.similarity import (
     angular_similarity,
     arccos_taylor_coefficients,
     cosine,
@@ -99,7 +99,7 @@ def test_mismatched_head_dims_are_named():
 
 def test_linear_angular_weights_cannot_be_sharper_than_the_bound():
     from minicastling.attention import attention_weights
-    from minicastling.kernels import largest_weight_bound
+    from minicastling.similarity import largest_weight_bound
 
     n, d = 49, 16
     q = torch.randn(1, d, dtype=torch.float64)

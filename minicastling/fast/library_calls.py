@@ -3,7 +3,7 @@
 The readable form is attention.linear_angular_attention; this module computes the same numbers
 with fewer passes over memory, which is what limits it at the token counts the course uses
 (tutorial 07, `python -m minicastling bench`). It runs wherever the compiled CPU kernel
-(cpu_extension) does not: on CUDA, for form="official", the 2-D conv, other head dims, or with the
+(cpu_kernel.py) does not: on CUDA, for form="official", the 2-D conv, other head dims, or with the
 kernel switched off. What it changes, and why:
 
 * q̂ and k̂ are normalised in one pass over the q, k part of the qkv projection and written straight
@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .kernels import EPS
+from ..similarity import EPS
 
 
 def _token_major(batch: int, heads: int, tokens: int, d: int, like: torch.Tensor) -> torch.Tensor:

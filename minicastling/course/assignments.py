@@ -14,8 +14,8 @@ import json
 import textwrap
 from pathlib import Path
 
-from .check import EXERCISES
-from .files import atomic_write
+from ..check import EXERCISES
+from ..extras.files import InputError, atomic_write
 
 SOLUTION_TAG = "solution"
 STUB_TAG = "exercise"
@@ -79,7 +79,10 @@ def student_copy(notebook: dict) -> dict:
 
 
 def read_notebook(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not a readable notebook ({error}); restore it from the repository") from None
 
 
 def write_assignments(tutorials: Path, out: Path) -> list:
@@ -87,12 +90,12 @@ def write_assignments(tutorials: Path, out: Path) -> list:
     tutorials, out = Path(tutorials), Path(out)
     notebooks = sorted(tutorials.glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
-        raise FileNotFoundError(
+        raise InputError(
             f"no tutorials (NN_name.ipynb) in {tutorials}; run this in a clone of minicastling, or pass "
             "--tutorials PATH to the folder that holds them"
         )
     if out.resolve() == tutorials.resolve():
-        raise ValueError("--out must differ from the tutorials folder: the student copies would overwrite the solutions")
+        raise InputError("--out must differ from the tutorials folder: the student copies would overwrite the solutions")
     written = []
     for path in notebooks:
         target = out / path.name

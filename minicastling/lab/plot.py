@@ -1,12 +1,14 @@
 """Figures the tutorials share: growth with token count, attention maps, the α schedule."""
 
+import statistics
 import textwrap
 from functools import partial
 
 import matplotlib.pyplot as plt
 
 from .bench import crossover
-from .study import mean_interval
+from ..train import read_history
+from .stats import mean_interval
 
 # One colour per idea across the benchmark and the study figures: softmax (the twin and its SDPA call)
 # blue, castling (the castled module, its linear-angular kernel form, the study's reference) red.
@@ -89,16 +91,8 @@ def plot_images(images, labels, classes, columns: int = 10, title: str = ""):
     return fig
 
 
-def read_history(path):
-    """The per-epoch rows a training run wrote to metrics.jsonl."""
-    import json
-    from pathlib import Path
-
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def plot_history(runs: dict, title: str = "Training curves"):
-    """Loss and test accuracy per epoch for each named run (a metrics.jsonl path), α dotted."""
+    """Loss and test accuracy per epoch for each named run (its --out folder), α dotted."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name, path in runs.items():
         rows = read_history(path)
@@ -154,28 +148,85 @@ def plot_benchmark(results):
     return fig
 
 
-def plot_study(study: dict, title: str = "What castling buys: test accuracy after castling"):
-    """One panel per dataset of a study (study.py): every seed as a dot, the mean as a tick with its 95 %
-    t-interval as a line, variants sorted by mean; the castling reference red with its mean dashed, the
-    softmax twin blue, as in the benchmark figure."""
-    datasets = study["datasets"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 0.45 * max(
-        len(d["runs"]) for d in datasets.values()) + 1.8), squeeze=False)
-    reference = study["setup"]["reference"]
-    for ax, (name, entry) in zip(axes[0], datasets.items()):
-        order = sorted(entry["runs"], key=lambda v: entry["summary"][v]["mean"])
-        for row, variant in enumerate(order):
-            accuracies = entry["runs"][variant]["accuracies"]
-            colour = {reference: CASTLING, "softmax twin": TWIN}.get(variant, "tab:gray")
-            ax.scatter(accuracies, [row] * len(accuracies), color=colour, s=28, alpha=0.6, zorder=3)
-            mean, half = mean_interval(accuracies)
-            ax.errorbar(mean, row, xerr=half, fmt="|", markersize=16, markeredgewidth=2.5, color=colour,
-                        elinewidth=1.5, capsize=4, zorder=4)
-        if reference in entry["summary"]:
-            ax.axvline(entry["summary"][reference]["mean"], color=CASTLING, linestyle="--", linewidth=1)
-        ax.set_yticks(range(len(order)), order, fontsize=11)
-        ax.set(xlabel="test accuracy after castling (%)\ndots: seeds; tick and line: mean, 95 % interval", title=name)
-        ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(title, fontsize=13)
+VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:purple", "equivalent": "tab:olive",
+                   "undetermined": "tab:gray"}
+
+
+def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)"):
+    """Every contrast of a study (lab/study.py) as a dot with its paired 95 % interval, grouped by part and
+    coloured by verdict; the ±margin band is where two arms count as equivalent."""
+    contrasts = list(reversed(study["contrasts"]))
+    margin = study["design"]["margin"]
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(contrasts) + 1.6))
+    ax.axvspan(-margin, margin, color="tab:olive", alpha=0.12, label=f"±{margin:g} point: the equivalence margin")
+    ax.axvline(0, color="black", linewidth=1)
+    for row, c in enumerate(contrasts):
+        low, high = c["interval_95"]
+        colour = VERDICT_COLOURS[c["verdict"]]
+        ax.plot([low, high], [row, row], color=colour, linewidth=2.5 if c["primary"] else 1.5)
+        ax.plot(c["difference"], row, "o", color=colour, markersize=7 if c["primary"] else 5)
+    labels = [f"{'PRIMARY: ' if c['primary'] else ''}{c['name']} (n={c['n']}): {c['verdict']}" for c in contrasts]
+    ax.set_yticks(range(len(contrasts)), labels, fontsize=10)
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired "
+                  "differences; line: its 95 % t-interval", title=title)
+    ax.legend(fontsize=9, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+CURVES = (("test_acc", "test accuracy (%)"), ("train_loss", "training loss"),
+          ("branch_share", "branch's share of the attention output"),
+          ("test_acc_without_branch", "test accuracy with α forced to 0 (%)"))
+
+
+def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None):
+    """Per-epoch curves of a study's arms, mean over seeds with a band of ±1 sd: when the branch is used,
+    when it fades, and what the model loses when α is forced to 0. α itself is dotted, right axis."""
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.4 * len(CURVES), 3.8))
+    for colour, arm in zip(("tab:red", "tab:gray", "tab:orange", "tab:blue", "tab:green"), arms):
+        curves = study["runs"][dataset][arm]["curves"]
+        for ax, (key, label) in zip(axes, CURVES):
+            series = [[v for v in curve[key]] for curve in curves]
+            epochs = [e + 1 for e, v in enumerate(series[0]) if v is not None]
+            if not epochs:
+                continue
+            values = [[seed[e - 1] for seed in series] for e in epochs]
+            means = [statistics.mean(v) for v in values]
+            spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+            ax.plot(epochs, means, marker="o", color=colour, label=arm)
+            ax.fill_between(epochs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)],
+                            color=colour, alpha=0.15)
+            ax.set(xlabel="epoch", ylabel=label)
+    alpha = study["runs"][dataset][arms[0]]["curves"][0]["alpha_end_of_epoch"]
+    twin = axes[2].twinx()
+    twin.plot(range(1, len(alpha) + 1), alpha, color="black", linestyle=":")
+    twin.set(ylabel=f"α at the end of the epoch (dotted), {arms[0]}", ylim=(0, 1.05))
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    axes[0].legend(fontsize=9, loc="lower right")
+    fig.suptitle(title or f"{dataset}: mean over seeds, band ±1 sd")
+    fig.tight_layout()
+    return fig
+
+
+def plot_dose_response(study: dict, arms: list, title: str = "Same/different: accuracy against noise"):
+    """Each arm's castled test accuracy at every noise level of the diagnostic task, mean and 95 % t-interval
+    over seeds, with chance (the test split's majority class) dashed."""
+    levels = sorted((d for d in study["runs"] if d.startswith("same-different")), key=lambda d: float(d.split()[-1]))
+    noise = [float(d.split()[-1]) for d in levels]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"softmax twin": TWIN, "castling, kernel form": CASTLING}
+    for arm in arms:
+        points = [mean_interval(study["runs"][d][arm]["accuracies"]) for d in levels if arm in study["runs"][d]]
+        ax.errorbar(noise[:len(points)], [m for m, _ in points], yerr=[h for _, h in points], marker="o", capsize=4,
+                    label=arm, color=colours.get(arm))
+    ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
+            label="chance: the majority class")
+    ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])", ylabel="test accuracy after castling (%)",
+           title=title)
+    ax.legend(fontsize=9)
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig

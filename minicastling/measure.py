@@ -1,0 +1,154 @@
+"""Measuring a model: its multiply–accumulates, how sharp its attention is, how much it uses the branch.
+
+What the paper's claims are about, read off a model: MACs before and after castling (Sec. 4), how far
+the weights it attends with are from uniform, and, while training, the softmax branch's mask density
+and its share of the attention output. Training logs these every epoch; tutorials 05–07 plot them.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .attention import CastlingAttention, SoftmaxAttention, attention_weights, set_alpha
+from .branches import attention_probabilities
+from .model import ViT, castled_copy, evaluating
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_cpu_sdpa() -> None:
+    """torch's flop counter knows SDPA's CUDA kernels but not the CPU ones; give them the same formulas."""
+    from torch.utils import flop_counter
+
+    forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    registered = lambda op: op in flop_counter.flop_registry or op.default in flop_counter.flop_registry  # noqa: E731
+    if not registered(forward):
+        flop_counter.register_flop_formula(forward)(
+            lambda q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v)
+        )
+    if not registered(backward):
+        flop_counter.register_flop_formula(backward)(
+            lambda grad_out, q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_backward_flop_count(
+                grad_out, q, k, v)
+        )
+
+
+def macs(module: nn.Module, *inputs, backward: bool = False) -> int:
+    """Multiply–accumulates of module(*inputs) (and its backward), from torch.utils.flop_counter.
+
+    Counts matmuls, convolutions and the CPU kernel's operator (its formula counts the same products
+    as the library calls), attention's N×N products included; not elementwise work. The counter's
+    formula for a convolution's backward ignores `groups`, counting a depthwise conv as a dense one;
+    it is counted here as what it is, twice the forward (input and weight).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    count_cpu_sdpa()
+    with evaluating(module), FlopCounterMode(display=False) as counter:
+        if backward:
+            leaves = [x.detach().requires_grad_() for x in inputs]
+            module(*leaves).sum().backward()
+        else:
+            with torch.no_grad():
+                module(*inputs)
+    flops = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
+    if "aten.convolution_backward" in flops:
+        flops["aten.convolution_backward"] = 2 * flops["aten.convolution"]
+    return sum(flops.values()) // 2
+
+
+def count_macs(model: ViT) -> int:
+    """MACs of one image's forward pass through a ViT."""
+    config = model.config
+    images = torch.zeros(1, config.channels, config.image_size, config.image_size, device=next(model.parameters()).device)
+    return macs(model, images)
+
+
+def macs_by_variant(config) -> dict:
+    """MACs per image of the softmax twin, the castling model while training (α > 0), and castled."""
+    twin = ViT(config.replace(attention="softmax"))
+    training = ViT(config.replace(attention="castling"))
+    set_alpha(training, 1.0)
+    return {"softmax twin": count_macs(twin), "castling (training)": count_macs(training),
+            "castled (inference)": count_macs(castled_copy(training))}
+
+
+@torch.no_grad()
+def per_layer(model: nn.Module, images: torch.Tensor, kinds, measure) -> list:
+    """measure(layer, tokens) for every attention layer of the given kinds, on one eval-mode forward pass."""
+    values = []
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
+    hooks = [layer.register_forward_pre_hook(lambda layer, inputs: values.append(measure(layer, inputs[0])))
+             for layer in layers]
+    try:
+        with evaluating(model):
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return values
+
+
+def mask_density(model: nn.Module, images: torch.Tensor) -> float:
+    """Share of softmax entries the auxiliary branch's mask keeps, averaged over castling layers.
+
+    0 means the branch adds nothing and, since no gradient passes the mask, learns nothing: with
+    near-uniform attention over N > 1/ε tokens every entry 1/N falls below ε.
+    """
+    def density(layer, tokens):
+        q, k, _ = layer.split_qkv(tokens)
+        return (attention_probabilities(q, k) > layer.mask_threshold(k.shape[-2])).float().mean().item()
+
+    densities = per_layer(model, images, CastlingAttention, density)
+    return sum(densities) / len(densities) if densities else 0.0
+
+
+def branch_share(model: nn.Module, images: torch.Tensor) -> float | None:
+    """How much of the attention output the softmax branch makes: ‖y − y₀‖ / ‖y‖ per castling layer,
+    y its heads' output with the branch and y₀ without (same input), averaged over layers.
+
+    None when no layer has the branch on (α = 0 or castled). Read beside α: a branch can be weighted
+    and still add little, when its mask keeps few entries or its output lies close to the linear path's.
+    """
+    def share(layer, tokens):
+        if not layer.auxiliary_active:
+            return None
+        qkv = layer.project(tokens)  # (B, N, 3C)
+        with_branch, without = layer.attend(qkv), layer.attend(qkv, branch=False)  # (B, H, N, d) each
+        return ((with_branch - without).norm() / with_branch.norm().clamp_min(1e-12)).item()
+
+    shares = [s for s in per_layer(model, images, CastlingAttention, share) if s is not None]
+    return sum(shares) / len(shares) if shares else None
+
+
+def row_sharpness(weights: torch.Tensor) -> tuple:
+    """(mean of N × each row's largest weight, mean of each row's entropy / log N) for weights (…, N_q, N)."""
+    n = weights.shape[-1]
+    entropy = torch.special.entr(weights).sum(-1) / math.log(n) if n > 1 else torch.zeros(())
+    return weights.amax(-1).mean().item() * n, entropy.mean().item()
+
+
+def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
+    """How far the weights a model attends with are from uniform, averaged over layers, heads and rows.
+
+    max_weight_x_n: the largest weight of a row times N (1 = uniform, N = one-hot); entropy_ratio: the
+    row's entropy over log N (1 = uniform, 0 = one-hot). Softmax attention is measured on its
+    probabilities; castling attention on the linear angular kernel's weights (½ + q̂·k̂/π) / Σ, what
+    the castled model attends with (for form="official" these are the weights q̂ and k̂ imply, though
+    that form does not divide by them). Those lie within a factor (½ + 1/π)/(½ − 1/π) ≈ 4.5 of each other.
+    """
+    def sharpness(layer, tokens):
+        q, k, _ = layer.split_qkv(tokens)
+        weights = attention_probabilities(q, k) if isinstance(layer, SoftmaxAttention) else \
+            attention_weights(q, k, "angular-linear")  # (B, H, N, N)
+        return row_sharpness(weights)
+
+    values = per_layer(model, images, (SoftmaxAttention, CastlingAttention), sharpness)
+    if not values:
+        return {"max_weight_x_n": None, "entropy_ratio": None}
+    return {"max_weight_x_n": sum(v[0] for v in values) / len(values),
+            "entropy_ratio": sum(v[1] for v in values) / len(values)}
