@@ -145,15 +145,24 @@ def study(args) -> int:
 
 
 def assignments(args) -> int:
-    """Student copies of the tutorials, each solution replaced by a stub with a hint."""
-    from .course.assignments import write_assignments
+    """Student copies of the tutorials, each solution replaced by a stub with a hint; or an nbgrader course."""
+    from .course.assignments import write_assignments, write_nbgrader_course
 
     if args.out.exists() and not args.out.is_dir():
         return fail(f"--out {shown(args.out)} is a file; name a folder for the student notebooks", BAD_ARGUMENT)
+    write = write_nbgrader_course if args.format == "nbgrader" else write_assignments
     try:
-        written = write_assignments(args.tutorials, args.out)
+        written = write(args.tutorials, args.out)
     except InputError as error:
         return fail(str(error), BAD_INPUT)
+    if args.format == "nbgrader":
+        print(f"wrote an nbgrader course to {shown(args.out)}: nbgrader_config.py and {len(written) - 1} source "
+              "assignments:")
+        for path in written[1:]:
+            print(f"  source/{path.parent.name}/{path.name}")
+        print(f"Next, in {shown(args.out)}: nbgrader generate_assignment tutorial01 (and the others); "
+              "tutorials/README.md gives every command up to the gradebook.")
+        return 0
     print(f"wrote {len(written)} student notebooks to {shown(args.out)}:")
     for path in written:
         print(f"  {path.name}")
@@ -230,8 +239,12 @@ def parser() -> Parser:
     p.add_argument("--quick", action="store_true", help="small sizes: seconds, for a smoke test")
     p.add_argument("--out", default="results/bench.json", help="JSON results; the plot goes beside it as .png")
     p.set_defaults(run=bench)
-    p = commands.add_parser("assignments", help="write student copies of the tutorials (solutions become stubs)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the student notebooks")
+    p = commands.add_parser("assignments", help="write student copies of the tutorials (solutions become stubs), "
+                                                "plain or as an nbgrader course")
+    p.add_argument("--out", required=True, type=Path, help="folder for the student notebooks, or the nbgrader course")
+    p.add_argument("--format", choices=["plain", "nbgrader"], default="plain",
+                   help="plain: student notebooks (default); nbgrader: a course folder with nbgrader_config.py and "
+                        "one source assignment per tutorial, answers and autograded tests with points")
     p.add_argument("--tutorials", default=Path("tutorials"), type=Path, help="folder with the tutorials (default tutorials)")
     p.set_defaults(run=assignments)
     p = commands.add_parser("doctor", help="versions, device, budget mode and data cache: paste it into a bug report")

@@ -45,7 +45,7 @@ def angular_similarity(q: torch.Tensor, k: torch.Tensor, order: int | None = Non
     """sim(q, k) = 1 − θ/π with θ = arccos(q̂·k̂); or its truncation at `order`.
 
     The order-0 arc-cosine kernel: bounded in [0, 1], non-negative, positive semi-definite.
-    With `order=n` it returns ½ + (1/π) Σ_{m≤n} c_m x^(2m+1) (Castling-ViT Eq. 4–5);
+    With `order=n` it returns ½ + (1/π) Σ_{m≤n} c_m x^(2m+1), the series cut after x^(2n+1);
     `order=0` is the linear term ½ + x/π that linear-angular attention keeps.
     The gradient of the exact form is infinite where x = ±1 (parallel vectors), as arccos's is.
     """
@@ -56,7 +56,7 @@ def angular_similarity(q: torch.Tensor, k: torch.Tensor, order: int | None = Non
 
 
 def truncated_arccos(x: torch.Tensor, order: int) -> torch.Tensor:
-    """π/2 − Σ_{m≤order} c_m x^(2m+1): arccos's series cut after the x^(2·order+1) term (Eq. 4).
+    """π/2 − Σ_{m≤order} c_m x^(2m+1): arccos's series cut after the x^(2·order+1) term.
 
     order=0 gives π/2 − x, the linear term that linear-angular attention keeps (tutorial 03).
     """

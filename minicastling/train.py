@@ -333,7 +333,7 @@ def finish(run: Run, seconds: float) -> dict:
     say(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
     if macs_before != macs_after:
         say(f"MACs per image: {macs_before / 1e6:.1f}M with the softmax branch (training), "
-            f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer")
+            f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer than while training")
     else:
         say(f"MACs per image: {macs_after / 1e6:.1f}M (no softmax branch to castle)")
     say(f"wall time {seconds:.0f} s; metrics in {shown(run.out / 'metrics.json')}")

@@ -49,100 +49,327 @@ def solutions():
 
 SOLUTIONS = solutions()
 
-# A plausible mistake for every exercise, and words its feedback must contain.
+# Plausible mistakes for every exercise, each with words its feedback must contain; then right answers
+# written differently from the tutorial's (another library, another order, float32), which must pass.
 WRONG = {
-    "causal_softmax_attention": ("def causal_softmax_attention(q, k, v):\n"
-                                 "    n = q.shape[-2]\n"
-                                 "    scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])) * torch.ones(n, n).tril()\n"
-                                 "    return torch.softmax(scores, dim=-1) @ v",
-                                 "wrong values"),
-    "gaussian_attention": ("def gaussian_attention(q, k, v):\n"
-                           "    w = torch.exp(-torch.cdist(q, k) ** 2 / 2)\n"
-                           "    return w / w.sum(-1, keepdim=True) @ v",
-                           "NaN"),
-    "row_entropy": ("def row_entropy(weights):\n    return -(weights * weights.log()).sum(-1)", "NaN"),
-    "hyperplane_agreement": ("def hyperplane_agreement(q, k, normals):\n    a, b = (q @ normals.T > 0).float(), (k @ normals.T > 0).float()\n"
-                             "    return a @ b.transpose(-2, -1) / len(normals)", "wrong values"),
-    "angular_weights": ("def angular_weights(q, k):\n    return mc.angular_similarity(q, k)", "wrong values"),
-    "arccos_series": ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
-                      "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m) for m in range(order + 1))", "wrong values"),
-    "angular_attention_order1": ("def angular_attention_order1(q, k, v):\n"
-                                 "    return mc.quadratic_attention(q, k, v, lambda a, b: mc.angular_similarity(a, b, order=1))",
-                                 "N² ="),
-    "causal_linear_angular": ("def causal_linear_angular(q, k, v):\n    return mc.linear_angular_attention(q, k, v)", "wrong values"),
-    "mass_kept": ("def mass_kept(q, k, threshold):\n"
-                  "    p = attention_probabilities(q, k)\n"
-                  "    return (p > threshold).float().mean(-1)",
-                  "wrong values"),
-    "token_dwconv": ("def token_dwconv(v, weight):\n    size, n = weight.shape[1], v.shape[-2]\n"
-                     "    padded = F.pad(v, (0, 0, size // 2, size // 2))\n"
-                     "    return sum(weight[:, size - 1 - t, None, None] * padded[..., t:t + n, :] for t in range(size))",
-                     "wrong values"),
-    "softmax_attention_macs": ("def softmax_attention_macs(tokens, width, heads):\n"
-                               "    return 3 * tokens * width * width + 2 * tokens * tokens * width", "1 × N·C²"),
-    "patchify": ("def patchify(images, patch):\n    return rearrange(images, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)', p1=patch, p2=patch)",
-                 "wrong values"),
-    "castle_model": ("def castle_model(model):\n    for m in model.modules():\n        if isinstance(m, CastlingAttention):\n"
-                     "            m.castle()\n    return model", "half"),
-    "hashed_angular_attention": ("def hashed_angular_attention(q, k, v, normals):\n"
-                                 "    s = lambda x: torch.where(x @ normals.T > 0, 1.0, -1.0)\n"
-                                 "    sq, sk = s(q), s(k)\n"
-                                 "    return sq @ (sk.transpose(-2, -1) @ v) / (sq @ sk.sum(-2).unsqueeze(-1))",
-                                 "wrong values"),
-    "padded_linear_angular": ("def padded_linear_angular(q, k, v, key_mask):\n"
-                              "    keep = key_mask.unsqueeze(-1).to(v.dtype)\n"
-                              "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1) * keep\n"
-                              "    v = v * keep\n"
-                              "    numerator = 0.5 * v.sum(-2, keepdim=True) + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi\n"
-                              "    return numerator / (0.5 * k.shape[-2] + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)",
-                              "wrong values"),
-    "alpha_at": ("def alpha_at(t, alpha0, end):\n"
-                 "    return alpha0 * 0.5 * (1 + math.cos(math.pi * t / end))",
-                 "after the decay window"),
-    "official_castling_attention": ("def official_castling_attention(q, k, v, conv_weight, alpha, threshold):\n"
-                                    "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
-                                    "    linear = F.normalize(0.5 * v + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi, dim=-1)\n"
+    "kernel_smoothing": [
+        ("def kernel_smoothing(q, k, v, similarity):\n    return similarity(q, k) @ v", "wrong values"),
+        ("def kernel_smoothing(q, k, v, similarity):\n    w = similarity(q, k)\n    return w / w.sum(-2, keepdim=True) @ v",
+         "wrong values"),
+        ("def kernel_smoothing(q, k, v, similarity):\n    return torch.softmax(similarity(q, k), dim=-1) @ v", "wrong values"),
+    ],
+    "gaussian_attention": [
+        ("def gaussian_attention(q, k, v):\n    return torch.softmax(-torch.cdist(q, k) ** 2 / 2, dim=-1) @ v", "built a tensor"),
+        ("def gaussian_attention(q, k, v):\n    w = torch.exp(-torch.cdist(q, k) ** 2 / 2)\n    return w / w.sum(-1, keepdim=True) @ v",
+         "NaN"),
+        ("def gaussian_attention(q, k, v):\n    ones = torch.ones_like(q[..., :1])\n"
+         "    return F.scaled_dot_product_attention(torch.cat([q, ones], -1), torch.cat([k, -0.5 * (k * k).sum(-1, keepdim=True)], -1), v)",
+         "wrong values"),
+        ("def gaussian_attention(q, k, v):\n    return F.scaled_dot_product_attention(q, k, v, scale=1.0)", "wrong values"),
+    ],
+    "row_entropy": [
+        ("def row_entropy(weights):\n    return -(weights * weights.log()).sum(-1)", "NaN"),
+        ("def row_entropy(weights):\n    return -torch.where(weights > 0, weights * weights.log(), torch.zeros_like(weights)).sum(-1)",
+         "NaN or infinite"),
+        ("def row_entropy(weights):\n    return torch.special.entr(weights).sum(-1)", "NaN or infinite"),
+        ("def row_entropy(weights):\n    safe = torch.where(weights > 0, weights, torch.ones_like(weights))\n"
+         "    return -(weights * torch.log2(safe)).sum(-1)", "times 1.443"),
+    ],
+    "angular_weights": [
+        ("def angular_weights(q, k):\n    return mc.angular_similarity(q, k)", "wrong values"),
+        ("def angular_weights(q, k):\n    cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)\n"
+         "    s = 1 - torch.arccos(cos) / math.pi\n    return s / s.sum(-1, keepdim=True)", "NaN"),
+        ("def angular_weights(q, k):\n    cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)\n"
+         "    s = 1 - torch.arccos(cos.clamp(-1, 1))\n    return s / s.sum(-1, keepdim=True)", "wrong values"),
+    ],
+    "hyperplane_agreement": [
+        ("def hyperplane_agreement(q, k, normals):\n    a, b = (q @ normals.T > 0).float(), (k @ normals.T > 0).float()\n"
+         "    return a @ b.transpose(-2, -1) / len(normals)", "wrong values"),
+        ("def hyperplane_agreement(q, k, normals):\n    a, b = torch.sign(q @ normals.T), torch.sign(k @ normals.T)\n"
+         "    return a @ b.transpose(-2, -1) / len(normals)", "wrong values"),
+    ],
+    "hashed_angular_attention": [
+        ("def hashed_angular_attention(q, k, v, normals):\n"
+         "    s = lambda x: torch.where(x @ normals.T > 0, 1.0, -1.0)\n"
+         "    sq, sk = s(q), s(k)\n"
+         "    return sq @ (sk.transpose(-2, -1) @ v) / (sq @ sk.sum(-2).unsqueeze(-1))", "wrong values"),
+        ("def hashed_angular_attention(q, k, v, normals):\n"
+         "    a = ((q @ normals.T > 0).unsqueeze(-2) == (k @ normals.T > 0).unsqueeze(-3)).to(q.dtype).mean(-1)\n"
+         "    return a / a.sum(-1, keepdim=True) @ v", "N² ="),
+    ],
+    "arccos_series": [
+        ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
+         "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m) for m in range(order + 1))", "wrong values"),
+        ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order)\n"
+         "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m + 1) for m in range(order))", "should be a torch.Tensor"),
+        ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
+         "    return -sum(float(c[m]) * x ** (2 * m + 1) for m in range(order + 1))", "wrong values"),
+    ],
+    "padded_linear_angular": [
+        ("def padded_linear_angular(q, k, v, key_mask):\n"
+         "    keep = key_mask.unsqueeze(-1).to(v.dtype)\n"
+         "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1) * keep\n"
+         "    v = v * keep\n"
+         "    numerator = 0.5 * v.sum(-2, keepdim=True) + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi\n"
+         "    return numerator / (0.5 * k.shape[-2] + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)", "wrong values"),
+        ("def padded_linear_angular(q, k, v, key_mask):\n"
+         "    keep = key_mask.unsqueeze(-1).to(v.dtype)\n"
+         "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1) * keep\n"
+         "    numerator = 0.5 * v.sum(-2, keepdim=True) + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi\n"
+         "    return numerator / (0.5 * keep.sum(-2, keepdim=True) + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)",
+         "wrong values"),
+        ("def padded_linear_angular(q, k, v, key_mask):\n"
+         "    w = (0.5 + F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) / math.pi) * key_mask.unsqueeze(-2)\n"
+         "    return w / w.sum(-1, keepdim=True) @ v", "N² ="),
+    ],
+    "angular_attention_order1": [
+        ("def angular_attention_order1(q, k, v):\n"
+         "    return mc.quadratic_attention(q, k, v, lambda a, b: mc.angular_similarity(a, b, order=1))", "N² ="),
+        ("def angular_attention_order1(q, k, v):\n"
+         "    def features(x):\n"
+         "        x_hat = F.normalize(x, dim=-1)\n"
+         "        half = torch.full_like(x_hat[..., :1], math.sqrt(0.5))\n"
+         "        return torch.cat([half, x_hat / math.sqrt(math.pi), polynomial_features(x_hat, 3) / math.sqrt(math.pi)], -1)\n"
+         "    phi_q, phi_k = features(q), features(k)\n"
+         "    return phi_q @ (phi_k.transpose(-2, -1) @ v) / (phi_q @ phi_k.sum(-2).unsqueeze(-1))", "wrong values"),
+    ],
+    "alpha_at": [
+        ("def alpha_at(t, alpha0, end):\n    return alpha0 * 0.5 * (1 + math.cos(math.pi * t / end))", "after the decay window"),
+        ("def alpha_at(t, alpha0, end):\n    return max(0.0, alpha0 * (1 - t / end))", "the answer is"),
+        ("def alpha_at(t, alpha0, end):\n    return 0.0 if t >= end else alpha0 * 0.5 * (1 + math.cos(math.pi * t))",
+         "inside the decay window"),
+        ("def alpha_at(t, alpha0, end):\n    return 1e-12 if t >= end else alpha0 * 0.5 * (1 + math.cos(math.pi * t / end))",
+         "exactly 0"),
+    ],
+    "mass_kept": [
+        ("def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n    return (p > threshold).float().mean(-1)",
+         "wrong values"),
+        ("def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n    kept = p * (p > threshold)\n"
+         "    return kept.sum(-1) / kept.sum(-1)", "wrong values"),
+        ("def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n    return (p * (p > threshold)).sum(-2)",
+         "wrong values"),
+    ],
+    "token_dwconv": [
+        ("def token_dwconv(v, weight):\n    size, n = weight.shape[1], v.shape[-2]\n"
+         "    padded = F.pad(v, (0, 0, size // 2, size // 2))\n"
+         "    return sum(weight[:, size - 1 - t, None, None] * padded[..., t:t + n, :] for t in range(size))", "wrong values"),
+        ("def token_dwconv(v, weight):\n    size, n = weight.shape[1], v.shape[-2]\n"
+         "    return sum(weight[:, t, None, None] * v[..., t:n - size + 1 + t, :] for t in range(size))", "wrong shape"),
+    ],
+    "official_castling_attention": [
+        ("def official_castling_attention(q, k, v, conv_weight, alpha, threshold):\n"
+         "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
+         "    linear = F.normalize(0.5 * v + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi, dim=-1)\n"
+         "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "    return linear + alpha * (p * (p > threshold)) @ v + token_dwconv(v, conv_weight)", "wrong values"),
+        ("def official_castling_attention(q, k, v, conv_weight, alpha, threshold):\n"
+         "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
+         "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "    raw = 0.5 * v + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi + alpha * (p * (p > threshold)) @ v\n"
+         "    return F.normalize(raw + token_dwconv(v, conv_weight), dim=-1)", "wrong values"),
+        ("def official_castling_attention(q, k, v, conv_weight, alpha, threshold):\n"
+         "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "    return mc.linear_angular_attention(q, k, v, form='kernel', auxiliary=alpha * (p * (p > threshold)) @ v) \\\n"
+         "        + token_dwconv(v, conv_weight)", "wrong values"),
+    ],
+    "patchify": [
+        ("def patchify(images, patch):\n    return rearrange(images, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)', p1=patch, p2=patch)",
+         "wrong values"),
+        ("def patchify(images, patch):\n    return rearrange(images, 'b c (h p1) (w p2) -> b (w h) (c p1 p2)', p1=patch, p2=patch)",
+         "wrong values"),
+    ],
+    "softmax_attention_macs": [
+        ("def softmax_attention_macs(tokens, width, heads):\n"
+         "    return 3 * tokens * width * width + 2 * tokens * tokens * width", "1 × N·C²"),
+        ("def softmax_attention_macs(tokens, width, heads):\n"
+         "    return 4 * tokens * width * width + tokens * tokens * width", "1 × N²·C"),
+        ("def softmax_attention_macs(tokens, width, heads):\n"
+         "    return 4 * tokens * width * width + 2 * tokens * tokens * width // heads", "you count"),
+    ],
+    "castle_model": [
+        ("def castle_model(model):\n    for m in model.modules():\n        if isinstance(m, CastlingAttention):\n"
+         "            m.castle()\n    return model", "half"),
+        ("def castle_model(model):\n    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    for layer in reversed(layers):\n        layer.castle()\n    return model", "half"),
+        ("def castle_model(model):\n    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    if layers[-1].alpha > 0:\n        raise RuntimeError('alpha > 0')\n"
+         "    for layer in layers:\n        layer.castle(force=True)\n    return model", "did not raise"),
+        ("def castle_model(model):\n    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    for layer in layers:\n        layer.set_alpha(0.0)\n        layer.castle()\n    return model", "did not raise"),
+    ],
+    "accuracy_without_branch": [
+        ("def accuracy_without_branch(model, images, labels):\n    model.eval()\n    with torch.no_grad():\n"
+         "        correct = (model(images).argmax(-1) == labels).sum().item()\n    model.train()\n"
+         "    return 100.0 * correct / len(labels)", "branch still on"),
+        ("def accuracy_without_branch(model, images, labels):\n"
+         "    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    alphas = [layer.alpha for layer in layers]\n    set_alpha(model, 0.0)\n    with torch.no_grad():\n"
+         "        correct = (model(images).argmax(-1) == labels).sum().item()\n"
+         "    for layer, alpha in zip(layers, alphas):\n        layer.set_alpha(alpha)\n"
+         "    return 100.0 * correct / len(labels)", "BatchNorm"),
+        ("def accuracy_without_branch(model, images, labels):\n"
+         "    first = next(m for m in model.modules() if isinstance(m, CastlingAttention)).alpha\n"
+         "    was = model.training\n    model.eval()\n    set_alpha(model, 0.0)\n    with torch.no_grad():\n"
+         "        correct = (model(images).argmax(-1) == labels).sum().item()\n"
+         "    set_alpha(model, first)\n    model.train(was)\n    return 100.0 * correct / len(labels)", "own α"),
+        ("def accuracy_without_branch(model, images, labels):\n    was = model.training\n    model.eval()\n"
+         "    set_alpha(model, 0.0)\n    mc.castle(model)\n    with torch.no_grad():\n"
+         "        correct = (model(images).argmax(-1) == labels).sum().item()\n    model.train(was)\n"
+         "    return 100.0 * correct / len(labels)", "castled the model"),
+        ("def accuracy_without_branch(model, images, labels):\n    copy_ = copy.deepcopy(model).eval()\n"
+         "    set_alpha(copy_, 0.0)\n    with torch.no_grad():\n"
+         "        return (copy_(images).argmax(-1) == labels).float().mean().item()", "answer is 100"),
+    ],
+    "model_mask_density": [
+        ("def model_mask_density(model, images):\n"
+         "    densities = []\n"
+         "    def measure(layer, inputs):\n"
+         "        q, k, _ = layer.split_qkv(inputs[0])\n"
+         "        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "        densities.append((p > layer.mask_threshold(k.shape[-2])).float().mean().item())\n"
+         "    for m in model.modules():\n"
+         "        if isinstance(m, CastlingAttention):\n"
+         "            m.register_forward_pre_hook(measure)\n"
+         "    model.eval()\n"
+         "    model(images)\n"
+         "    return sum(densities) / len(densities)", "training mode"),
+        ("def model_mask_density(model, images):\n"
+         "    densities, was = [], model.training\n"
+         "    def measure(layer, inputs):\n"
+         "        q, k, _ = layer.split_qkv(inputs[0])\n"
+         "        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "        densities.append((p > layer.mask_threshold(k.shape[-2])).float().mean().item())\n"
+         "    for m in model.modules():\n"
+         "        if isinstance(m, CastlingAttention):\n"
+         "            m.register_forward_pre_hook(measure)\n"
+         "    model.eval()\n    model(images)\n    model.train(was)\n"
+         "    return sum(densities) / len(densities)", "hooks are still registered"),
+        ("def model_mask_density(model, images):\n"
+         "    densities, was = [], model.training\n"
+         "    def measure(layer, inputs):\n"
+         "        q, k, _ = layer.split_qkv(inputs[0])\n"
+         "        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "        densities.append((p > layer.threshold).float().mean().item())\n"
+         "    hooks = [m.register_forward_pre_hook(measure) for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    model.eval()\n    model(images)\n    model.train(was)\n"
+         "    for hook in hooks:\n        hook.remove()\n"
+         "    return sum(densities) / len(densities)", "mask='relative'"),
+    ],
+    "layer_sharpness": [
+        ("def layer_sharpness(layer, x):\n"
+         "    q, k, _ = layer.split_qkv(x)\n"
+         "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "    return p.amax(-1).mean().item() * p.shape[-1]", "the answer is"),
+        ("def layer_sharpness(layer, x):\n"
+         "    q, k, _ = layer.split_qkv(x)\n"
+         "    s = 0.5 + F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) / math.pi\n"
+         "    return (s / s.sum(-1, keepdim=True)).amax(-1).mean().item()", "1 means uniform"),
+    ],
+    "smallest_weight_bound": [
+        ("def smallest_weight_bound(tokens):\n    return (0.5 - 1 / math.pi) / (0.5 + 1 / math.pi)", "For one token it must be 1"),
+        ("def smallest_weight_bound(tokens):\n    high, low = 0.5 + 1 / math.pi, 0.5 - 1 / math.pi\n"
+         "    return tokens * high / (high + (tokens - 1) * low)", "the answer is"),
+    ],
+    "paired_interval": [
+        ("def paired_interval(a, b):\n    from scipy import stats\n"
+         "    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)\n"
+         "    return statistics.mean(a) - statistics.mean(b), (ci.low, ci.high)", "unpaired (Welch)"),
+        ("def paired_interval(a, b):\n    d = [x - y for x, y in zip(a, b)]\n"
+         "    half = 1.96 * statistics.stdev(d) / math.sqrt(len(d))\n"
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "Too narrow"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
+         "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.pstdev(d) / math.sqrt(len(d))\n"
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "Too narrow"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
+         "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d)\n"
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "The interval is"),
+    ],
+    "seeds_for_power": [
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
+         "    while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > difference:\n        n += 1\n    return n",
+         "too few"),
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n"
+         "    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)\n    return max(2, math.ceil((z * sd / difference) ** 2))",
+         "too few"),
+    ],
+}
+RIGHT = {
+    "kernel_smoothing": ["def kernel_smoothing(q, k, v, similarity):\n    w = similarity(q, k)\n"
+                         "    return torch.einsum('...nm,...md->...nd', w, v) / w.sum(-1).unsqueeze(-1)"],
+    "gaussian_attention": ["def gaussian_attention(q, k, v):\n"
+                           "    bias = -0.5 * (k * k).sum(-1).unsqueeze(-2)\n"
+                           "    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)"],
+    "row_entropy": ["def row_entropy(weights):\n    return -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1)"],
+    "angular_weights": ["def angular_weights(q, k):\n"
+                        "    cos = torch.einsum('...nd,...md->...nm', F.normalize(q, dim=-1), F.normalize(k, dim=-1))\n"
+                        "    s = 1 - torch.acos(torch.clip(cos, -1, 1)) / math.pi\n    return s / s.sum(-1, keepdim=True)"],
+    "hyperplane_agreement": ["def hyperplane_agreement(q, k, normals):\n"
+                             "    a, b = torch.sign(q @ normals.T), torch.sign(k @ normals.T)\n"
+                             "    return (1 + a @ b.transpose(-2, -1) / len(normals)) / 2"],
+    "hashed_angular_attention": ["def hashed_angular_attention(q, k, v, normals):\n"
+                                 "    s_q = (q @ normals.T > 0).to(q.dtype) * 2 - 1\n    s_k = (k @ normals.T > 0).to(k.dtype) * 2 - 1\n"
+                                 "    planes = normals.shape[0]\n"
+                                 "    numerator = 0.5 * v.sum(-2, keepdim=True) + s_q @ (s_k.transpose(-2, -1) @ v) / (2 * planes)\n"
+                                 "    denominator = 0.5 * k.shape[-2] + s_q @ s_k.sum(-2).unsqueeze(-1) / (2 * planes)\n"
+                                 "    return numerator / denominator"],
+    "angular_attention_order1": ["def angular_attention_order1(q, k, v):\n"
+                                 "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
+                                 "    pq, pk = polynomial_features(q_hat, 3), polynomial_features(k_hat, 3)\n"
+                                 "    num = 0.5 * v.sum(-2, keepdim=True) + (q_hat @ (k_hat.transpose(-2, -1) @ v)"
+                                 " + pq @ (pk.transpose(-2, -1) @ v) / 6) / math.pi\n"
+                                 "    den = 0.5 * k.shape[-2] + (q_hat @ k_hat.sum(-2).unsqueeze(-1)"
+                                 " + pq @ pk.sum(-2).unsqueeze(-1) / 6) / math.pi\n"
+                                 "    return num / den"],
+    "arccos_series": ["def arccos_series(x, order):\n    total = torch.zeros_like(x)\n"
+                      "    for m in range(order, -1, -1):\n"
+                      "        c = math.factorial(2 * m) / (4 ** m * math.factorial(m) ** 2 * (2 * m + 1))\n"
+                      "        total = total + c * torch.pow(x, 2 * m + 1)\n    return math.pi / 2 - total"],
+    "padded_linear_angular": ["def padded_linear_angular(q, k, v, key_mask):\n"
+                              "    k_hat = F.normalize(k, dim=-1).masked_fill(~key_mask.unsqueeze(-1), 0.0)\n"
+                              "    v = v.masked_fill(~key_mask.unsqueeze(-1), 0.0)\n    q_hat = F.normalize(q, dim=-1)\n"
+                              "    num = 0.5 * v.sum(-2, keepdim=True) + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi\n"
+                              "    count = key_mask.sum(-1, keepdim=True).unsqueeze(-1).to(q.dtype)\n"
+                              "    return num / (0.5 * count + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)"],
+    "alpha_at": ["def alpha_at(t, alpha0, end):\n    t = torch.tensor(t, dtype=torch.float32)\n"
+                 "    s = torch.clamp(t / end, max=1.0)\n    return float(alpha0 * 0.5 * (1 + torch.cos(math.pi * s)))",
+                 "def alpha_at(t, alpha0, end):\n    import numpy as np\n"
+                 "    return np.float32(0.0) if t >= end else np.float32(alpha0 * 0.5 * (1 + np.cos(np.pi * t / end)))"],
+    "mass_kept": ["def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n"
+                  "    return torch.where(p > threshold, p, torch.zeros_like(p)).sum(-1)"],
+    "token_dwconv": ["def token_dwconv(v, weight):\n    b, h, n, d = v.shape\n    size = weight.shape[1]\n"
+                     "    x = v.permute(0, 1, 3, 2).reshape(b, h * d, n)\n"
+                     "    w = weight.repeat_interleave(d, dim=0).unsqueeze(1)\n"
+                     "    out = F.conv1d(x, w, padding=size // 2, groups=h * d)\n"
+                     "    return out.reshape(b, h, d, n).permute(0, 1, 3, 2)"],
+    "official_castling_attention": ["def official_castling_attention(q, k, v, conv_weight, alpha, threshold):\n"
                                     "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
-                                    "    return linear + alpha * (p * (p > threshold)) @ v + token_dwconv(v, conv_weight)",
-                                    "wrong values"),
-    "crop_flip": ("def crop_flip(images, offsets, flips, padding):\n"
-                  "    h, w = images.shape[-2:]\n"
-                  "    mirrored = torch.where(flips[:, None, None, None], images.flip(-1), images)\n"
-                  "    padded = F.pad(mirrored, (padding,) * 4)\n"
-                  "    return torch.stack([p[:, r:r + h, c:c + w] for p, (r, c) in zip(padded, offsets.tolist())])",
-                  "mirrored before they are cropped"),
-    "model_mask_density": ("def model_mask_density(model, images):\n"
-                           "    densities = []\n"
-                           "    def measure(layer, inputs):\n"
-                           "        q, k, _ = layer.split_qkv(inputs[0])\n"
-                           "        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
-                           "        densities.append((p > layer.mask_threshold(k.shape[-2])).float().mean().item())\n"
-                           "    for m in model.modules():\n"
-                           "        if isinstance(m, CastlingAttention):\n"
-                           "            m.register_forward_pre_hook(measure)\n"
-                           "    model.eval()\n"
-                           "    model(images)\n"
-                           "    return sum(densities) / len(densities)",
-                           "training mode"),
-    "layer_sharpness": ("def layer_sharpness(layer, x):\n"
-                        "    q, k, _ = layer.split_qkv(x)\n"
-                        "    p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
-                        "    return p.amax(-1).mean().item() * p.shape[-1]",
-                        "the answer is"),
-    "smallest_weight_bound": ("def smallest_weight_bound(tokens):\n"
-                              "    return (0.5 - 1 / math.pi) / (0.5 + 1 / math.pi)",
-                              "For one token it must be 1"),
-    "difference_interval": ("def difference_interval(a, b):\n"
-                            "    d = statistics.mean(a) - statistics.mean(b)\n"
-                            "    half = 1.96 * math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b))\n"
-                            "    return d, (d - half, d + half)",
-                            "Too narrow"),
-    "seeds_needed": ("def seeds_needed(std, half_width):\n"
-                     "    n = 2\n"
-                     "    while 1.96 * std * math.sqrt(2 / n) > half_width:\n"
-                     "        n += 1\n"
-                     "    return n",
-                     "too few"),
+                                    "    auxiliary = alpha * (p * (p > threshold)) @ v\n"
+                                    "    return mc.linear_angular_attention(q, k, v, form='official', auxiliary=auxiliary) \\\n"
+                                    "        + token_dwconv(v, conv_weight)"],
+    "patchify": ["def patchify(images, patch):\n    return F.unfold(images, patch, stride=patch).transpose(1, 2)"],
+    "softmax_attention_macs": ["def softmax_attention_macs(tokens, width, heads):\n"
+                               "    return 4 * tokens * width ** 2 + 2 * tokens ** 2 * width"],
+    "castle_model": ["def castle_model(model):\n    return mc.castle(model)"],
+    "accuracy_without_branch": ["def accuracy_without_branch(model, images, labels):\n"
+                                "    twin = copy.deepcopy(model).eval()\n    set_alpha(twin, 0.0)\n    with torch.no_grad():\n"
+                                "        return 100.0 * (twin(images).argmax(-1) == labels).float().mean().item()"],
+    "model_mask_density": ["def model_mask_density(model, images):\n    from minicastling.measure import mask_density\n"
+                           "    return mask_density(model, images)"],
+    "layer_sharpness": ["def layer_sharpness(layer, x):\n    q, k, _ = layer.split_qkv(x)\n"
+                        "    w = mc.quadratic_attention(q, k, torch.eye(k.shape[-2]).expand(*k.shape[:-1], k.shape[-2]), 'angular-linear')\n"
+                        "    return (w.amax(-1) * w.shape[-1]).mean().item()"],
+    "smallest_weight_bound": ["def smallest_weight_bound(tokens):\n    a, b = 0.5 - 1 / math.pi, 0.5 + 1 / math.pi\n"
+                              "    return tokens / (1 + (tokens - 1) * b / a)"],
+    "paired_interval": ["def paired_interval(a, b):\n    from scipy import stats\n"
+                        "    ci = stats.ttest_rel(a, b).confidence_interval(0.95)\n"
+                        "    return statistics.mean(a) - statistics.mean(b), (ci.low, ci.high)",
+                        "def paired_interval(a, b):\n    import numpy as np\n    from scipy import stats\n"
+                        "    d = np.subtract(a, b)\n    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))\n"
+                        "    return d.mean(), (d.mean() - half, d.mean() + half)"],
+    "seeds_for_power": ["def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
+                        "    while True:\n        crit = stats.t.ppf(0.975, n - 1)\n        nc = difference * math.sqrt(n) / sd\n"
+                        "        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= 0.8:\n"
+                        "            return n\n        n += 1"],
 }
 
 
@@ -156,8 +383,9 @@ def verdict(name: str, source: str, imports: str) -> str:
     return ""
 
 
-def test_every_exercise_has_a_solution_a_wrong_answer_and_a_checker():
-    assert sorted(SOLUTIONS) == sorted(check.EXERCISES) == sorted(WRONG)
+def test_every_exercise_has_a_solution_wrong_answers_a_right_alternative_and_a_checker():
+    assert sorted(SOLUTIONS) == sorted(check.EXERCISES) == sorted(WRONG) == sorted(RIGHT)
+    assert all(len(mistakes) >= 2 for mistakes in WRONG.values())
 
 
 @pytest.mark.parametrize("name", sorted(check.EXERCISES))
@@ -178,13 +406,19 @@ def test_checker_rejects_the_stub_with_its_hint(name):
     assert exercise.hint in feedback
 
 
-@pytest.mark.parametrize("name", sorted(check.EXERCISES))
-def test_checker_rejects_a_wrong_answer_in_words(name):
+@pytest.mark.parametrize("name, index", [(name, i) for name in sorted(WRONG) for i in range(len(WRONG[name]))])
+def test_checker_rejects_a_wrong_answer_in_words(name, index):
     imports, _ = SOLUTIONS[name]
-    source, words = WRONG[name]
+    source, words = WRONG[name][index]
     feedback = verdict(name, source, imports)
-    assert feedback.startswith(check.EXERCISES[name].label), feedback
+    assert feedback.startswith(check.EXERCISES[name].label), f"accepted a wrong answer:\n{source}"
     assert words in feedback, feedback
+
+
+@pytest.mark.parametrize("name, index", [(name, i) for name in sorted(RIGHT) for i in range(len(RIGHT[name]))])
+def test_checker_accepts_a_right_answer_written_differently(name, index):
+    imports, _ = SOLUTIONS[name]
+    assert verdict(name, RIGHT[name][index], imports) == "", RIGHT[name][index]
 
 
 @pytest.mark.parametrize("number", sorted({e.tutorial for e in check.EXERCISES.values()}))
@@ -216,15 +450,14 @@ def test_hints_guide_without_giving_the_solution(name):
 
 # --- the shared feedback, on one exercise -------------------------------------------------------
 
-def feedback_for(source: str, name: str = "causal_softmax_attention") -> str:
+def feedback_for(source: str, name: str = "kernel_smoothing") -> str:
     return verdict(name, source, SOLUTIONS[name][0])
 
 
-WEIGHTS = ("def causal_softmax_attention(q, k, v):\n"  # the right causal weights, then a variation on the output
-           "    n = q.shape[-2]\n"
-           "    later = torch.ones(n, n, dtype=torch.bool).triu(1)\n"
-           "    w = torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(later, -math.inf), -1)\n")
-RIGHT = "torch.nn.functional.scaled_dot_product_attention({q}, {k}, {v}, is_causal=True)"
+WEIGHTS = ("def kernel_smoothing(q, k, v, similarity):\n"  # the right weights, then a variation on the output
+           "    s = similarity(q, k)\n"
+           "    w = s / s.sum(-1, keepdim=True)\n")
+SMOOTHED = "mc.quadratic_attention({q}, {k}, {v}, similarity)"
 
 
 def test_feedback_names_shape_axes_and_the_inputs():
@@ -239,31 +472,33 @@ def test_feedback_on_a_cut_or_wrong_gradient():
 
 
 def test_feedback_on_no_gradient_at_all():
-    text = feedback_for("def causal_softmax_attention(q, k, v):\n    return " + RIGHT.format(q="q", k="k", v="v") + ".detach()")
+    text = feedback_for("def kernel_smoothing(q, k, v, similarity):\n    return " + SMOOTHED.format(q="q", k="k", v="v")
+                        + ".detach()")
     assert "no gradient flows" in text
 
 
 def test_feedback_on_an_input_changed_in_place():
-    text = feedback_for("def causal_softmax_attention(q, k, v):\n    q /= 2\n    return " + RIGHT.format(q="q", k="k", v="v"))
+    text = feedback_for("def kernel_smoothing(q, k, v, similarity):\n    q /= 2\n    return "
+                        + SMOOTHED.format(q="q", k="k", v="v"))
     assert "changed its input `q` in place" in text
 
 
 def test_feedback_on_dtype_type_and_parameter_names():
-    function = "def causal_softmax_attention({args}):\n    return {body}"
+    function = "def kernel_smoothing({args}, similarity):\n    return {body}"
     assert "should be torch.float32" in feedback_for(
-        function.format(args="q, k, v", body=RIGHT.format(q="q.double()", k="k.double()", v="v.double()")))
+        function.format(args="q, k, v", body=SMOOTHED.format(q="q.double()", k="k.double()", v="v.double()")))
     assert "should be a torch.Tensor" in feedback_for(
-        function.format(args="q, k, v", body=RIGHT.format(q="q", k="k", v="v") + ".tolist()"))
+        function.format(args="q, k, v", body=SMOOTHED.format(q="q", k="k", v="v") + ".tolist()"))
     assert "Keep the parameter names" in feedback_for(
-        function.format(args="query, key, value", body=RIGHT.format(q="query", k="key", v="value")))
-    assert "times 2" in feedback_for(function.format(args="q, k, v", body="2 * " + RIGHT.format(q="q", k="k", v="v")))
+        function.format(args="query, key, value", body=SMOOTHED.format(q="query", k="key", v="value")))
+    assert "times 2" in feedback_for(function.format(args="q, k, v", body="2 * " + SMOOTHED.format(q="q", k="k", v="v")))
     with pytest.raises(check.CheckFailed, match="pass your function itself"):
-        check.causal_softmax_attention("causal_softmax_attention")
+        check.kernel_smoothing("kernel_smoothing")
 
 
 def test_notebooks_show_the_feedback_without_a_traceback():
-    failure = check.CheckFailed("Exercise 01.1 (softmax_attention): wrong values")
-    assert failure._render_traceback_() == ["CheckFailed: Exercise 01.1 (softmax_attention): wrong values"]
+    failure = check.CheckFailed("Exercise 01.1 (kernel_smoothing): wrong values")
+    assert failure._render_traceback_() == ["CheckFailed: Exercise 01.1 (kernel_smoothing): wrong values"]
 
 
 # --- the tutorials and their student copies ----------------------------------------------------

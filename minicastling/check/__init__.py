@@ -12,12 +12,12 @@ checkers each, with the references they compare against.
 """
 
 from .core import EXERCISES, LEVELS, CheckFailed, Exercise, for_tutorial
-from .tutorial01 import causal_softmax_attention, gaussian_attention, row_entropy
+from .tutorial01 import gaussian_attention, kernel_smoothing, row_entropy
 from .tutorial02 import angular_weights, hashed_angular_attention, hyperplane_agreement
-from .tutorial03 import angular_attention_order1, arccos_series, causal_linear_angular, padded_linear_angular
+from .tutorial03 import angular_attention_order1, arccos_series, padded_linear_angular
 from .tutorial04 import alpha_at, mass_kept, official_castling_attention, token_dwconv
 from .tutorial05 import castle_model, patchify, softmax_attention_macs
-from .tutorial06 import crop_flip, layer_sharpness, model_mask_density
+from .tutorial06 import accuracy_without_branch, layer_sharpness, model_mask_density
 from .tutorial07 import paired_interval, seeds_for_power, smallest_weight_bound
 
 __all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

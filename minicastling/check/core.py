@@ -203,11 +203,11 @@ class _LargestTensor(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.shape, self.numel = (), 0
+        self.shape, self.numel, self.paused = (), 0, False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+        for tensor in () if self.paused else out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(tensor, torch.Tensor) and tensor.numel() > self.numel:
                 self.shape, self.numel = tuple(tensor.shape), tensor.numel()
         return out

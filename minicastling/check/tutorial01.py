@@ -1,21 +1,30 @@
-"""Tutorial 01 · attention is kernel smoothing: causal softmax attention, Gaussian kernel smoothing
-computed stably as a softmax, and a row's entropy."""
+"""Tutorial 01 · attention is kernel smoothing: the estimator with any similarity, Gaussian kernel
+smoothing as one softmax attention call, and a row's entropy."""
 
 import torch
 import torch.nn.functional as F
 
-from .core import Exercise, _qkv_cases, _randn, compare, exercise, passed
+from .core import CheckFailed, Exercise, _LargestTensor, _qkv_cases, _randn, call, compare, exercise, passed, same_tensor
 
 
-@exercise("01", 1, "warm-up", "query i may look at keys 0 … i only. Give every later key a score that the softmax turns "
-                              "into a weight of exactly 0 (which number is that?), using a boolean N × N mask of the "
-                              "entries above the diagonal; the rest is section 2's softmax attention.")
-def causal_softmax_attention(ex: Exercise, fn) -> None:
-    """softmax(QKᵀ/√d)V where query i sees keys j ≤ i: what a language model's attention does."""
-    reference = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    compare(ex, fn, reference, _qkv_cases(1, scale=2.0, cross=False), ("q", "k", "v"))
-    passed(ex, "3 random cases (with and without batch axes, one token alone) match torch's "
-               "scaled_dot_product_attention(q, k, v, is_causal=True) in values and gradients.")
+def _similarities() -> dict:
+    from ..similarity import angular_similarity, softmax_similarity
+
+    return {"softmax_similarity": softmax_similarity, "angular_similarity": angular_similarity,
+            "gaussian": lambda q, k: torch.exp(-torch.cdist(q, k) ** 2 / 2)}
+
+
+@exercise("01", 1, "warm-up", "each query's output is an average of the values: weight every key by the similarity "
+                              "the given function assigns to it, and make the weights of each query's row add up to 1.")
+def kernel_smoothing(ex: Exercise, fn) -> None:
+    """Nadaraya–Watson attention with any similarity function (q, k) → (…, N, M): the estimator of section 1."""
+    from ..attention import quadratic_attention
+
+    for name, similarity in _similarities().items():
+        cases = [dict(case, similarity=similarity) for case in _qkv_cases(1)]
+        compare(ex, fn, lambda q, k, v, similarity: quadratic_attention(q, k, v, similarity), cases, ("q", "k", "v"))
+    passed(ex, "3 similarities (softmax's, the angular kernel, a Gaussian) on 4 shapes each match "
+               "minicastling.quadratic_attention in values and gradients.")
 
 
 def gaussian_reference(q, k, v):
@@ -25,30 +34,83 @@ def gaussian_reference(q, k, v):
 
 
 @exercise("01", 2, "core", "expand ‖q_i − k_j‖² into three terms. One depends on the query alone and cancels in the row "
-                           "normalisation (section 2's identity); what is left is a score per (query, key) pair. "
-                           "softmax exponentiates scores after subtracting each row's largest, so nothing underflows.")
+                           "normalisation (section 2's identity); what is left is a dot product plus a term per key. "
+                           "One extra feature on each side can carry that term, and torch's "
+                           "scaled_dot_product_attention takes a scale of your choosing.")
 def gaussian_attention(ex: Exercise, fn) -> None:
-    """Nadaraya–Watson with the Gaussian kernel exp(−‖q − k‖²/2), finite even for queries far from every key."""
+    """Gaussian kernel smoothing as one softmax attention call: finite for far queries, and no (N, M) tensor of yours."""
     g = torch.Generator().manual_seed(2)
     far = {"q": _randn(3, 5, generator=g, scale=12.0), "k": _randn(6, 5, generator=g), "v": _randn(6, 2, generator=g)}
     compare(ex, fn, gaussian_reference, _qkv_cases(2), ("q", "k", "v"))
     compare(ex, fn, gaussian_reference, [far], rtol=1e-3, atol=1e-4)
-    passed(ex, "4 random cases match in values and gradients, and queries so far from every key that every "
-               "exp(−‖q − k‖²/2) underflows to 0 in float32 still get the right average.")
+    pairwise(ex, fn)
+    passed(ex, "4 random cases match in values and gradients, queries so far from every key that every "
+               "exp(−‖q − k‖²/2) underflows to 0 in float32 get the right average, and no (N, M) tensor is built "
+               "outside torch's attention call.")
+
+
+def pairwise(ex: Exercise, fn, tokens: int = 1024, head_dim: int = 4) -> None:
+    """Fails if fn builds an (N, M) tensor itself (as distances or scores) rather than leaving them to SDPA."""
+    g = torch.Generator().manual_seed(5)
+    case = {name: torch.randn(1, tokens, head_dim, generator=g) for name in ("q", "k", "v")}
+    sdpa = F.scaled_dot_product_attention
+
+    def uncounted(*args, **kwargs):  # what torch builds inside its own attention call is not the student's
+        largest.paused = True
+        try:
+            return sdpa(*args, **kwargs)
+        finally:
+            largest.paused = False
+
+    F.scaled_dot_product_attention = uncounted
+    try:
+        with torch.no_grad(), _LargestTensor() as largest:
+            call(ex, fn, case)
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    if largest.numel >= tokens * tokens:
+        raise CheckFailed(f"{ex.label}: your values are right, but for N = M = {tokens} your function built a tensor "
+                          f"of shape {largest.shape}: a score or distance for every (query, key) pair. The exercise is "
+                          "to let one scaled_dot_product_attention call do that: write the Gaussian's score as a dot "
+                          "product of extended queries and keys.")
+
+
+def entropy_reference(weights):
+    """−Σ p log p over the last axis, 0 · log 0 = 0, with a gradient of 0 (not infinity) at the zeros."""
+    safe = torch.where(weights > 0, weights, torch.ones_like(weights))
+    return -(weights * torch.log(safe)).sum(-1)
 
 
 @exercise("01", 3, "stretch", "the entropy of a row is −Σ p·log p over its keys. What is p·log p in the limit p → 0, "
-                              "and what does the computer make of 0 · log 0? Keep the NaN out of the gradient too: "
-                              "a torch.where still differentiates both of its branches.")
+                              "and what does the computer make of 0 · log 0? Keep the NaN and the infinity out of the "
+                              "gradient too: a torch.where still differentiates both of its branches, so make the "
+                              "logarithm's input safe before you take it.")
 def row_entropy(ex: Exercise, fn) -> None:
-    """The entropy of each row of attention weights, rows with exact zeros included."""
+    """The entropy of each row of attention weights, rows with exact zeros included, with a finite gradient."""
     g = torch.Generator().manual_seed(3)
     dense = torch.softmax(_randn(2, 3, 5, 7, generator=g, scale=2.0), dim=-1)
     sparse = torch.softmax(_randn(4, 6, generator=g), dim=-1) * (torch.rand(4, 6, generator=g) > 0.5)
     sparse[:, 0] += 1e-3  # no row all zeros
     sparse = sparse / sparse.sum(-1, keepdim=True)
     one_hot = torch.eye(5)
-    reference = lambda weights: torch.special.entr(weights).sum(-1)  # noqa: E731
-    compare(ex, fn, reference, [{"weights": dense}], ("weights",))
-    compare(ex, fn, reference, [{"weights": sparse}, {"weights": one_hot}])
-    passed(ex, "dense rows (values and gradients), rows with zeros and one-hot rows (entropy 0) all match.")
+    compare(ex, fn, entropy_reference, [{"weights": dense}], ("weights",))
+    compare(ex, fn, entropy_reference, [{"weights": sparse}, {"weights": one_hot}])
+    for weights in (sparse, one_hot):  # at an exact 0 the slope of −p log p is infinite: any finite value will do
+        leaf = weights.clone().requires_grad_()
+        out = call(ex, fn, {"weights": leaf})
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            raise CheckFailed(f"{ex.label}: your values are right, but no gradient flows through your function.")
+        out.sum().backward()
+        if leaf.grad is None or not torch.isfinite(leaf.grad).all():
+            bad = "no gradient" if leaf.grad is None else f"{int((~torch.isfinite(leaf.grad)).sum())} NaN or infinite entries"
+            raise CheckFailed(f"{ex.label}: your values are right, but the gradient has {bad} where a weight is 0 "
+                              f"(weights {tuple(weights.shape)}, {int((weights == 0).sum())} zeros). The logarithm "
+                              "is still taken at 0 somewhere, or its infinite slope reaches the gradient: make the "
+                              "input of the log safe before you take it.")
+        expected = leaf.detach().clone().requires_grad_()
+        entropy_reference(expected).sum().backward()
+        kept = weights > 0
+        same_tensor(ex, leaf.grad[kept], expected.grad[kept], {"weights": weights}, 1e-3, 1e-4,
+                    what="the gradient where the weights are above 0")
+    passed(ex, "dense rows, rows with zeros and one-hot rows (entropy 0) match in values, and in gradients that stay "
+               "finite where a weight is 0.")

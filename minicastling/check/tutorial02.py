@@ -15,8 +15,13 @@ def angular_weights(ex: Exercise, fn) -> None:
     """Row-normalised angular kernel: the attention weights linear-angular attention approximates."""
     from ..attention import attention_weights
 
-    compare(ex, fn, lambda q, k: attention_weights(q, k, "angular"), _qk_cases(7), ("q", "k"))
-    passed(ex, "4 random cases match attention_weights(q, k, 'angular') in values and gradients.")
+    reference = lambda q, k: attention_weights(q, k, "angular")  # noqa: E731
+    compare(ex, fn, reference, _qk_cases(7), ("q", "k"))
+    g = torch.Generator().manual_seed(8)
+    same = _randn(64, 16, generator=g, scale=3.0)  # every query is also a key: cosines of 1, some a hair above
+    compare(ex, fn, reference, [{"q": same, "k": same}])
+    passed(ex, "4 random cases match attention_weights(q, k, 'angular') in values and gradients, and queries that "
+               "are keys (cosines a rounding error above 1) give no NaN.")
 
 
 @exercise("02", 2, "core", "for one hyperplane, the side a vector lies on is the sign of its dot product with the "

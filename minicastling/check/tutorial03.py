@@ -1,5 +1,5 @@
-"""Tutorial 03 · the linear decomposition: the arccos series, the kernel form over padded keys,
-one more term of the series in O(N), and causal linear-angular attention."""
+"""Tutorial 03 · the linear decomposition: the arccos series, the kernel form over padded keys, and
+one more term of the series in O(N)."""
 
 import torch
 
@@ -16,7 +16,7 @@ def arccos_series(ex: Exercise, fn) -> None:
     cases = [{"x": torch.rand(*shape, generator=g) * 2 - 1, "order": order}
              for shape, order in [((7,), 0), ((3, 5), 1), ((2, 2, 4), 3), ((6,), 8)]]
     compare(ex, fn, truncated_arccos, cases, ("x",))
-    passed(ex, "orders 0, 1, 3 and 8 match minicastling.kernels.truncated_arccos in values and gradients.")
+    passed(ex, "orders 0, 1, 3 and 8 match minicastling.similarity.truncated_arccos in values and gradients.")
 
 
 def padded_reference(q, k, v, key_mask):
@@ -64,22 +64,3 @@ def angular_attention_order1(ex: Exercise, fn) -> None:
     compare(ex, fn, lambda q, k, v: quadratic_attention(q, k, v, _angular_order1), _qkv_cases(9), ("q", "k", "v"))
     linear_in_tokens(ex, fn)
     passed(ex, "values and gradients match the explicit O(N²) form, and no N × N tensor is built.")
-
-
-def causal_reference(q, k, v):
-    """Explicit O(N²) causal attention with the linear angular kernel ½ + q̂·k̂/π: keys j ≤ i only."""
-    from ..similarity import angular_similarity
-
-    n = q.shape[-2]
-    similarity = angular_similarity(q, k, order=0) * torch.ones(n, n).tril()  # (…, N, N)
-    return similarity / similarity.sum(-1, keepdim=True) @ v
-
-
-@exercise("03", 4, "stretch", "query i may use keys j ≤ i only, so each sum of section 4's form becomes a running sum "
-                              "that stops at i. Which torch function keeps running sums along an axis, what must it "
-                              "run over for K̂ᵀV, and what replaces N in the denominator?")
-def causal_linear_angular(ex: Exercise, fn) -> None:
-    """Autoregressive linear-angular attention (query i sees keys j ≤ i) in O(N) with running sums."""
-    compare(ex, fn, causal_reference, _qkv_cases(10, cross=False), ("q", "k", "v"))
-    linear_in_tokens(ex, fn, tokens=1024)
-    passed(ex, "values and gradients match the explicit triangular-masked form, with no N × N tensor.")

@@ -1,4 +1,5 @@
-"""Tutorial 05 · the model: images to tokens, castling a whole model, and the MACs of one layer."""
+"""Tutorial 05 · the model: images to tokens, the MACs of one softmax attention layer, and castling a
+whole model."""
 
 import torch
 import torch.nn.functional as F
@@ -18,58 +19,7 @@ def patchify(ex: Exercise, fn) -> None:
     passed(ex, "3 image and patch sizes match torch's F.unfold(images, p, stride=p).transpose(1, 2).")
 
 
-def castling_model():
-    """The smoke-sized castling ViT in eval mode, the same every call."""
-    from ..model import ViT
-    from ..presets import get_config
-
-    torch.manual_seed(0)
-    return ViT(get_config("smoke", attention="castling")).eval()
-
-
-@exercise("05", 2, "core", "two passes over the model's CastlingAttention layers (model.modules() finds them): the "
-                           "first only looks, the second acts. What should the first look for, and why must no layer "
-                           "change when one of them cannot be castled?")
-def castle_model(ex: Exercise, fn) -> None:
-    """Castle every layer or none: refuse (RuntimeError) while any α > 0, before touching a layer."""
-    from ..attention import CastlingAttention, set_alpha
-
-    model = castling_model()
-    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
-    set_alpha(model, 0.0)
-    layers[-1].set_alpha(0.25)
-    try:
-        call(ex, fn, {"model": model})
-    except CheckFailed as failure:
-        said = str(failure)
-        if "is not written yet" in said:
-            raise
-        if "raised RuntimeError" not in said:
-            raise CheckFailed(f"{ex.label}: with the last layer's alpha at 0.25 your function should raise "
-                              f"RuntimeError, but {said.split(': ', 1)[1]}") from None
-    else:
-        raise CheckFailed(f"{ex.label}: the last of {len(layers)} layers still has alpha = 0.25, so castling would change "
-                          "the model, but your function did not raise RuntimeError.")
-    done = [i for i, layer in enumerate(layers) if layer.castled]
-    if done:
-        raise CheckFailed(f"{ex.label}: you raised, but only after castling layer(s) {done}: the model is left half "
-                          "castled. Check every alpha first, then castle.")
-    layers[-1].set_alpha(0.0)
-    images = torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(15))
-    before = model(images)
-    returned = call(ex, fn, {"model": model})
-    left = [i for i, layer in enumerate(layers) if not layer.castled]
-    if left:
-        raise CheckFailed(f"{ex.label}: with every alpha at 0, layer(s) {left} of {len(layers)} were not castled.")
-    if returned is not model:
-        raise CheckFailed(f"{ex.label}: return the model you castled (got a {type(returned).__name__}).")
-    if not torch.equal(model(images), before):
-        raise CheckFailed(f"{ex.label}: after castling at alpha = 0 the outputs changed: only layer.castle() should run.")
-    passed(ex, "refuses while one layer's alpha > 0 without castling any layer, and castles all at alpha = 0 "
-               "with outputs bit-for-bit unchanged.")
-
-
-@exercise("05", 3, "stretch", "follow one image of N tokens through the layer and list every matrix product on the "
+@exercise("05", 2, "core", "follow one image of N tokens through the layer and list every matrix product on the "
                               "way, per head where the work is per head. An (a × b) by (b × c) product costs a·b·c "
                               "multiply-accumulates; biases, softmax and other elementwise work are not counted.")
 def softmax_attention_macs(ex: Exercise, fn) -> None:
@@ -92,3 +42,59 @@ def softmax_attention_macs(ex: Exercise, fn) -> None:
             raise CheckFailed(f"{ex.label}: for {describe(case)} you count {got:,} MACs; the flop counter measures "
                               f"{expected:,} (you are {'under' if difference > 0 else 'over'} by {abs(difference):,}).{advice}")
     passed(ex, "your formula matches torch's flop counter on 5 layer sizes, from 1 to 1,024 tokens.")
+
+
+def castling_model():
+    """A four-layer smoke-sized castling ViT in eval mode, the same every call."""
+    from ..model import ViT
+    from ..presets import get_config
+
+    torch.manual_seed(0)
+    return ViT(get_config("smoke", attention="castling", depth=4)).eval()
+
+
+@exercise("05", 3, "stretch", "two passes over the model's CastlingAttention layers (model.modules() finds them): the "
+                              "first only looks, at every layer, the second acts. What should the first look for, and "
+                              "why must no layer change when one of them, any one, cannot be castled?")
+def castle_model(ex: Exercise, fn) -> None:
+    """Castle every layer or none: refuse (RuntimeError) while any α > 0, before touching a layer."""
+    from ..attention import CastlingAttention, set_alpha
+
+    for live in (2, 0, 3):  # a middle layer, the first, the last
+        model = castling_model()
+        layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
+        set_alpha(model, 0.0)
+        layers[live].set_alpha(0.25)
+        try:
+            call(ex, fn, {"model": model})
+        except CheckFailed as failure:
+            said = str(failure)
+            if "is not written yet" in said:
+                raise
+            if "raised RuntimeError" not in said:
+                raise CheckFailed(f"{ex.label}: with layer {live}'s alpha at 0.25 your function should raise "
+                                  f"RuntimeError, but {said.split(': ', 1)[1]}") from None
+        else:
+            raise CheckFailed(f"{ex.label}: layer {live} of {len(layers)} still has alpha = 0.25, so castling would "
+                              "change the model, but your function did not raise RuntimeError. Look at every layer's "
+                              "alpha, not one of them.")
+        done = [i for i, layer in enumerate(layers) if layer.castled]
+        if done:
+            raise CheckFailed(f"{ex.label}: with layer {live}'s alpha at 0.25 you raised, but only after castling "
+                              f"layer(s) {done}: the model is left half castled. Check every alpha first, then castle.")
+        if layers[live].alpha != 0.25 or any(layer.alpha != 0.0 for i, layer in enumerate(layers) if i != live):
+            raise CheckFailed(f"{ex.label}: your function changed a layer's alpha while refusing; a refusal must leave "
+                              "the model exactly as it was.")
+    layers[live].set_alpha(0.0)
+    images = torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(15))
+    before = model(images)
+    returned = call(ex, fn, {"model": model})
+    left = [i for i, layer in enumerate(layers) if not layer.castled]
+    if left:
+        raise CheckFailed(f"{ex.label}: with every alpha at 0, layer(s) {left} of {len(layers)} were not castled.")
+    if returned is not model:
+        raise CheckFailed(f"{ex.label}: return the model you castled (got a {type(returned).__name__}).")
+    if not torch.equal(model(images), before):
+        raise CheckFailed(f"{ex.label}: after castling at alpha = 0 the outputs changed: only layer.castle() should run.")
+    passed(ex, "refuses while the first, a middle or the last layer's alpha > 0 without castling or changing any "
+               "layer, and castles all four at alpha = 0 with outputs bit-for-bit unchanged.")

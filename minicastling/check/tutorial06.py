@@ -1,5 +1,5 @@
-"""Tutorial 06 · training: the augmentation by hand, where a model's mask fires, and how sharp a castled
-layer's weights are."""
+"""Tutorial 06 · training: how much a model still training leans on the softmax branch, where its mask
+fires, and how sharp a castled layer's weights are."""
 
 
 import torch
@@ -7,32 +7,64 @@ import torch
 from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_number, same_tensor
 
 
-@exercise("06", 1, "warm-up", "pad the whole batch with zeros on all four sides first. Then, image by image, take the "
-                              "H × W window whose top-left corner is that image's (row, col) offset in the padded "
-                              "image, and mirror the window left to right where its flip is True. Keep the dtype.")
-def crop_flip(ex: Exercise, fn) -> None:
-    """Pad, crop each image at its offset, flip those marked: what data.random_crop_flip does once the draws are made."""
-    from ..datasets.batches import crop_flip as reference
+def _model_with_live_branch(seed: int):
+    """A smoke castling ViT in training mode whose layers weight the softmax branch differently, images and labels
+    on which forcing α to 0 changes some predictions (the labels are what the α = 0 model predicts)."""
+    from ..attention import CastlingAttention, set_alpha
+    from ..model import ViT, evaluating
+    from ..presets import get_config
 
-    g = torch.Generator().manual_seed(6)
-    for shape, padding in [((4, 3, 8, 8), 2), ((5, 1, 6, 10), 1), ((3, 3, 5, 5), 0), ((6, 3, 7, 7), 3)]:
-        images = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-        offsets = torch.randint(0, 2 * padding + 1, (shape[0], 2), generator=g)
-        flips = torch.arange(shape[0]) % 2 == 0  # both kinds in every case
-        case = {"images": images, "offsets": offsets, "flips": flips, "padding": padding}
-        got, expected = call(ex, fn, case), reference(**case)
-        if isinstance(got, torch.Tensor) and got.dtype != images.dtype:
-            raise CheckFailed(f"{ex.label}: your crops are {got.dtype}; the images are {images.dtype}, and the "
-                              f"crops must stay so ({describe(case)}): the training split lives on the device as "
-                              "uint8, and padding with zeros need not change that.")
-        mirrored_first = torch.where(flips[:, None, None, None], images.flip(-1), images)
-        if isinstance(got, torch.Tensor) and got.shape == expected.shape and not torch.equal(got, expected) \
-                and torch.equal(got, reference(mirrored_first, offsets, torch.zeros_like(flips), padding)):
-            raise CheckFailed(f"{ex.label}: your flipped images are mirrored before they are cropped ({describe(case)}). "
-                              "The offset says where the window sits in the padded image as stored; crop there, "
-                              "then mirror the window.")
-        same_tensor(ex, got, expected, case, 0.0, 0.0)
-    passed(ex, "4 batches of uint8 images, paddings 0 to 3, every crop and flip equal to data.crop_flip.")
+    torch.manual_seed(seed)
+    model = ViT(get_config("smoke", attention="castling", threshold=0.0)).train()
+    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.qkv.weight.mul_(8.0)  # sharp softmax: a branch worth forcing off
+    images = 3 * torch.randn(128, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    set_alpha(model, 0.0)
+    with evaluating(model), torch.no_grad():
+        labels = model(images).argmax(-1)  # α = 0 everywhere: these are the predictions to reproduce
+    for layer, alpha in zip(layers, (0.6, 1.5)):
+        layer.set_alpha(alpha)
+    return model, layers, images, labels
+
+
+@exercise("06", 1, "warm-up", "while α > 0 the model's output includes the softmax branch. Set α to 0 on every "
+                              "CastlingAttention layer, measure as evaluation does (eval mode, no gradients), then put "
+                              "back each layer's own α and the mode the model was in: the caller keeps training it.")
+def accuracy_without_branch(ex: Exercise, fn) -> None:
+    """Test accuracy (%) with the softmax branch forced off: how much a model still training leans on it."""
+    from ..attention import CastlingAttention
+    from ..model import evaluating
+
+    for seed in (0, 1):
+        model, layers, images, labels = _model_with_live_branch(seed)
+        state = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        with evaluating(model), torch.no_grad():
+            with_branch = 100.0 * (model(images).argmax(-1) == labels).float().mean().item()
+        case = {"model": model, "images": images, "labels": labels}
+        got = call(ex, fn, case)
+        if any(layer.castled for layer in layers):
+            raise CheckFailed(f"{ex.label}: your function castled the model; castling removes the branch for good, "
+                              "and this model is still training. Set α to 0 for the measurement, then back.")
+        if [layer.alpha for layer in layers] != [0.6, 1.5]:
+            raise CheckFailed(f"{ex.label}: the layers came back with alphas {[layer.alpha for layer in layers]}; they "
+                              "went in with [0.6, 1.5]. Remember each layer's own α and restore it.")
+        if not model.training:
+            raise CheckFailed(f"{ex.label}: the model came back in eval mode; it was in training mode. Restore the "
+                              "mode it had, or the training loop that calls you stops training.")
+        if any(not torch.equal(model.state_dict()[k], v) for k, v in state.items()):
+            raise CheckFailed(f"{ex.label}: measuring changed the model's weights or statistics. In training mode the "
+                              "conv stem's BatchNorm updates its running averages on every forward pass: measure in "
+                              "eval mode.")
+        hint = ""
+        if isinstance(got, (int, float)) and abs(got - with_branch) < 1e-6:
+            hint = " That is the accuracy with the branch still on: set α to 0 on every CastlingAttention layer."
+        same_number(ex, got, 100.0, case, rel_tol=1e-6, abs_tol=1e-6,
+                    explain="The labels are the model's own α = 0, eval-mode predictions, so the answer is 100 "
+                            "(in percent)." + hint)
+    passed(ex, "on 2 models whose layers weight the branch differently, the accuracy with α forced to 0 is right, "
+               "in percent, and every layer's α, the training mode and the weights come back as they were.")
 
 
 def _layers_and_tokens() -> list:
@@ -78,7 +110,7 @@ def model_mask_density(ex: Exercise, fn) -> None:
         same_number(ex, got, expected, case, rel_tol=1e-5, abs_tol=1e-6,
                     explain=f"The model's layers use threshold={options['threshold']:g}, "
                             f"mask={options.get('mask', 'absolute')!r}.")
-    passed(ex, "3 smoke models (absolute and relative masks) match minicastling.model.mask_density, and each comes "
+    passed(ex, "3 smoke models (absolute and relative masks) match minicastling.measure.mask_density, and each comes "
                "back in training mode without hooks.")
 
 
@@ -92,12 +124,12 @@ def sharpness_reference(layer, x):
         return row_sharpness(attention_weights(q, k, "angular-linear"))[0]
 
 
-@exercise("06", 3, "stretch", "once castled, the layer attends with the linear kernel ½ + q̂·k̂/π, normalised over the "
-                              "keys; those are the weights to measure, not the softmax's. Take each row's largest "
-                              "weight and scale it so that uniform attention scores 1.")
+@exercise("06", 3, "stretch", "once castled, a layer attends with the weights of tutorial 03's kernel form, not the "
+                              "softmax's: compute those for the layer's own queries and keys. Then a number per row that "
+                              "is 1 for uniform attention and N for one-hot, averaged over everything else.")
 def layer_sharpness(ex: Exercise, fn) -> None:
     """How far from uniform a castled layer attends: the mean over rows of N × the largest linear-angular weight."""
     for case in _layers_and_tokens():
         same_number(ex, call(ex, fn, case), sharpness_reference(**case), case, rel_tol=1e-5, abs_tol=1e-6,
                     explain="1 means uniform attention, N one-hot.")
-    passed(ex, "4 layers match minicastling.model.attention_sharpness's measure, N × the largest weight of a row.")
+    passed(ex, "4 layers match minicastling.measure.attention_sharpness's measure, N × the largest weight of a row.")

@@ -72,7 +72,7 @@ def plot_alpha(schedules: dict, ax=None, points: int = 201):
     for name, schedule in schedules.items():
         ax.plot(progress, [schedule(t) for t in progress], label=name)
     ax.set(xlabel="fraction of training done t", ylabel="α(t), weight of the softmax branch")
-    ax.legend(fontsize=10, loc="center right")  # every schedule is 1 at the left and 0 at the right
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no curve is covered
     ax.grid(True, alpha=0.3)
     return ax
 
@@ -91,25 +91,30 @@ def plot_images(images, labels, classes, columns: int = 10, title: str = ""):
     return fig
 
 
-def plot_history(runs: dict, title: str = "Training curves"):
-    """Loss and test accuracy per epoch for each named run (its --out folder), α dotted."""
+def plot_history(runs: dict, title: str = "Training curves", alpha=None):
+    """Loss and test accuracy per epoch for each named run (its --out folder). alpha: the schedule α(t) of a
+    run with the softmax branch, drawn step by step (dotted, right axis of the accuracy panel)."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = 0
     for name, path in runs.items():
         rows = read_history(path)
-        epochs = [r["epoch"] for r in rows]
-        loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label=name)
-        acc_ax.plot(epochs, [r["test_acc"] for r in rows], marker="o", label=name)
-        if any(r.get("alpha_end_of_epoch", 0) > 0 for r in rows):
-            loss_ax.plot([], [], color="black", linestyle=":", label=f"α of '{name}' (right axis of the accuracy panel)")
-            alpha_ax = acc_ax.twinx()
-            alpha_ax.plot(epochs, [r["alpha_end_of_epoch"] for r in rows], color="black", linestyle=":")
-            alpha_ax.set(ylabel=f"α of '{name}' (dotted)", ylim=(0, 1.05))
+        epochs = max(epochs, len(rows))
+        numbers = [r["epoch"] for r in rows]
+        loss_ax.plot(numbers, [r["train_loss"] for r in rows], marker="o", label=name)
+        acc_ax.plot(numbers, [r["test_acc"] for r in rows], marker="o", label=name)
+    if alpha is not None:
+        alpha_ax = acc_ax.twinx()
+        progress = [i / 400 for i in range(401)]
+        alpha_ax.plot([t * epochs for t in progress], [alpha(t) for t in progress], color="black", linestyle=":")
+        alpha_ax.set(ylabel="α, the softmax branch's weight (dotted)", ylim=(0, 1.05))
+        acc_ax.plot([], [], color="black", linestyle=":", label="α during training (right axis)")
     loss_ax.set(xlabel="epoch", ylabel="training loss (label-smoothed)", title="Training loss")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    acc_ax.set(xlabel="epoch (α: training progress × epochs)", ylabel="test accuracy (%)", ylim=(0, 100),
+               title="Test accuracy, from 0")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
-    loss_ax.legend(fontsize=10, loc="upper right")  # one legend, where the falling loss leaves room
+        ax.legend(fontsize=10, loc="lower right" if ax is acc_ax else "upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
