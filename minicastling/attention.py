@@ -50,8 +50,7 @@ def linear_angular_attention(q, k, v, form="kernel", auxiliary=None, eps=EPS) ->
     stays float64), also under autocast, where fp16 sums would overflow; the result has v's dtype.
     """
     _check_qkv(q, k, v)
-    if form not in FORMS:
-        raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
+    check_form(form)
     if form == "official" and q.shape[-2] != v.shape[-2]:
         raise ValueError(
             f"form='official' adds ½·v_i to query i, so it needs as many queries as values; got "
@@ -159,8 +158,7 @@ class CastlingAttention(MultiHeadTokens):
         mask: str = "absolute", alpha: float = 1.0, proj_drop: float = 0.0,
     ):
         super().__init__(dim, num_heads, qkv_bias, proj_drop)
-        if form not in FORMS:
-            raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
+        check_form(form)
         if mask not in MASKS:
             raise ValueError(f"unknown mask {mask!r}; use 'absolute' (ε = threshold, the authors') or 'relative' "
                              "(ε = threshold / N, in units of the uniform weight)")
@@ -260,6 +258,11 @@ def set_alpha(module: nn.Module, alpha: float) -> None:
     for layer in module.modules():
         if isinstance(layer, CastlingAttention):
             layer.set_alpha(alpha)
+
+
+def check_form(form: str) -> None:
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
 
 
 def _compiling() -> bool:

@@ -2,8 +2,8 @@
 
 Each kind computes o_i = φ(q_i)ᵀ (Σ_j φ(k_j) v_jᵀ) / φ(q_i)ᵀ Σ_j φ(k_j), the row-normalised kernel
 φ(q)·φ(k) evaluated through K's summary first, like linear-angular attention (tutorial 03). Each is
-checked against the explicit O(N²) form and can be the model's attention for the ablations
-(tutorial 07). Castling-ViT's angular kernel is the member whose φ is exact up to order 0.
+checked against the explicit O(N²) form and can be the model's attention (`--attention relu`, …).
+Castling-ViT's angular kernel is the member whose φ is exact up to order 0.
 """
 
 import math

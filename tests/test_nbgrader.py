@@ -58,6 +58,7 @@ def course(tmp_path_factory):
     nbgrader("autograde", "tutorial02", "--force", course=folder)
     seconds = (time.perf_counter() - started) / 3
     print(f"nbgrader autograde: {seconds:.1f} s per submission of tutorial 02 (smoke budget)")
+    nbgrader("export", course=folder)  # the guide's last step: grades.csv
     return folder, seconds
 
 
@@ -98,6 +99,15 @@ def test_one_mistake_loses_exactly_that_exercises_points(course):
     expected = {e.name: POINTS[e.level] for e in check.for_tutorial("02")}
     expected["hyperplane_agreement"] = 0
     assert scores(course[0], "one-mistake") == expected
+
+
+def test_the_gradebook_exports_every_submission(course):
+    import csv
+
+    rows = list(csv.DictReader((course[0] / "grades.csv").open()))
+    graded = {row["student_id"]: float(row["score"]) for row in rows if row["assignment"] == "tutorial02"}
+    full = sum(POINTS[e.level] for e in check.for_tutorial("02"))
+    assert graded == {"solutions": full, "untouched": 0.0, "one-mistake": full - 2}
 
 
 def test_autograding_runs_in_the_smoke_budget_in_seconds(course):

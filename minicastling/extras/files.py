@@ -34,7 +34,7 @@ def save_json(path: Path, value) -> None:
 def committed_result(name: str) -> dict:
     """A results file shipped with the package (minicastling/results/NAME.json), e.g. "bench".
 
-    Measured by `python -m minicastling bench` / `ablate` on the machine each file names; shipped so
+    Measured by `python -m minicastling bench` / `study` on the machine each file names; shipped so
     that tutorial 07 can read them in a clone, from a wheel and on Colab alike.
     """
     from importlib import resources

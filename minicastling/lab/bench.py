@@ -93,8 +93,9 @@ def speedups(rows, method: str, peer: str, metric: str = "seconds") -> dict:
     return {n: by[(peer, n)] / by[(method, n)] for n in counts if by.get((peer, n)) and by.get((method, n))}
 
 
-def crossover(rows, fast: str, slow: str, metric: str = "seconds"):
-    """The smallest token count from which `fast` beats `slow` at every larger count, or None."""
+def crossover(rows, fast: str, slow: str, metric: str = "seconds", margin: float = 1.1):
+    """The smallest token count from which `fast` beats `slow` by at least `margin` (10 %) at every larger
+    count, or None: a lead of a few percent in one measurement is not a crossover."""
     by = {(r["method"], r["tokens"]): r[metric] for r in rows}
     counts = sorted({r["tokens"] for r in rows})
     answer = None
@@ -102,7 +103,7 @@ def crossover(rows, fast: str, slow: str, metric: str = "seconds"):
         a, b = by.get((fast, n)), by.get((slow, n))
         if a is None or b is None:
             continue
-        if a >= b:
+        if a * margin > b:
             break
         answer = n
     return answer

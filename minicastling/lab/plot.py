@@ -43,7 +43,7 @@ def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None, col
         n = crossover(rows, *crossing, metric=metric)
         if n is not None:
             ax.axvline(n, color="gray", linestyle="--", linewidth=1)
-            said = f"dashed: {crossing[0]} faster than {crossing[1]} from N = {n}"
+            said = f"dashed: {crossing[0]} at least 10 % faster than {crossing[1]} from N = {n} on"
             title += "\n" + "\n".join(textwrap.wrap(said, 60))
     ax.set(xscale="log", yscale="log", xlabel="tokens N",
            ylabel={"seconds": "time per call (ms)", "peak_mib": "peak memory (MiB)"}[metric])
