@@ -48,6 +48,8 @@ def test_crossover_is_where_the_fast_method_wins_from_then_on():
         ("lin", 1024, 1.0), ("sm", 1024, None)]]
     assert crossover(rows, "lin", "sm") == 512
     assert crossover(rows, "sm", "lin") is None
+    close = [{"method": m, "tokens": 64, "seconds": s} for m, s in [("lin", 0.98), ("sm", 1.0)]]
+    assert crossover(close, "lin", "sm") is None  # 2 % in one measurement is not a crossover
 
 
 def test_budget_switch(monkeypatch):

@@ -20,9 +20,9 @@ def kernel():
         pytest.skip("the CPU kernel could not be built here (no C++ compiler or ninja); see the warning")
 
 
-def readable(qkv, heads, conv=None):
-    """Kernel-form linear-angular attention plus the token conv, as the readable modules compute it."""
-    out, v = library_test.readable(qkv, heads, "kernel")
+def readable(qkv, heads, conv=None, form="kernel"):
+    """Linear-angular attention plus the token conv, as the readable modules compute it."""
+    out, v = library_test.readable(qkv, heads, form)
     return out if conv is None else out + conv(v)
 
 
@@ -30,26 +30,28 @@ def gradients(output, inputs):
     return library_test.gradients([output], inputs)
 
 
+@pytest.mark.parametrize("form", ["kernel", "official"])
 @pytest.mark.parametrize("kernel_size", [9, 3, None])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_kernel_equals_the_readable_form_in_values_and_gradients(shape, kernel_size):
+def test_kernel_equals_the_readable_form_in_values_and_gradients(shape, kernel_size, form):
     b, n, h, d = shape
     torch.manual_seed(0)
     qkv = torch.randn(b, n, 3 * h * d, dtype=torch.float64, requires_grad=True)
     conv = None if kernel_size is None else TokenConv1d(h, kernel_size).double()
     weight = None if conv is None else conv.conv.weight
     inputs = [qkv] + ([weight] if conv is not None else [])
-    fast, reference = cpu_kernel.linear_angular_conv(qkv, h, weight), readable(qkv, h, conv)
+    fast, reference = cpu_kernel.linear_angular_conv(qkv, h, weight, form=form), readable(qkv, h, conv, form)
     torch.testing.assert_close(fast, reference)
     for got, expected in zip(gradients(fast, inputs), gradients(reference, inputs)):
         torch.testing.assert_close(got, expected)
 
 
-def test_kernel_passes_gradcheck():
+@pytest.mark.parametrize("form", ["kernel", "official"])
+def test_kernel_passes_gradcheck(form):
     g = torch.Generator().manual_seed(2)
     qkv = torch.randn(2, 6, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 1, 3, 1, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w: cpu_kernel.linear_angular_conv(x, 2, w), (qkv, weight))
+    assert torch.autograd.gradcheck(lambda x, w: cpu_kernel.linear_angular_conv(x, 2, w, form=form), (qkv, weight))
 
 
 def test_zero_queries_and_keys_take_the_epsilon_branch_as_the_readable_form_does():
@@ -77,11 +79,12 @@ def test_low_precision_inputs_are_computed_in_float32():
         assert cpu_kernel.linear_angular_conv(qkv, 4).dtype == torch.float32  # qkv's dtype, as the readable form
 
 
+@pytest.mark.parametrize("form", ["kernel", "official"])
 @pytest.mark.parametrize("conv", ["1d", None])
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
-def test_module_with_the_kernel_equals_the_library_path(monkeypatch, conv, alpha):
+def test_module_with_the_kernel_equals_the_library_path(monkeypatch, conv, alpha, form):
     torch.manual_seed(0)
-    module = CastlingAttention(32, 2, conv=conv, alpha=alpha).double()  # head_dim 16: the kernel covers it
+    module = CastlingAttention(32, 2, form=form, conv=conv, alpha=alpha).double()  # head_dim 16: covered
     for batch, tokens in ((1, 49), (2, 17)):
         x = torch.randn(batch, tokens, 32, dtype=torch.float64, requires_grad=True)
         inputs = [x, *module.parameters()]
@@ -100,19 +103,22 @@ def test_module_uses_the_kernel_where_it_covers_the_call(monkeypatch):
         raise AssertionError("the library-call path ran where the CPU kernel covers the call")
 
     monkeypatch.setattr(library_calls, "linear_angular", library_path)
-    module = CastlingAttention(64, 2)
-    module(torch.randn(2, 10, 64)).sum().backward()
-    with torch.no_grad():
-        module(torch.randn(1, 3, 64))
+    for form in ("kernel", "official"):
+        module = CastlingAttention(64, 2, form=form, alpha=0.0)
+        module(torch.randn(2, 10, 64)).sum().backward()
+        with torch.no_grad():
+            module(torch.randn(1, 3, 64))
+    CastlingAttention(64, 2, alpha=0.5)(torch.randn(2, 10, 64)).sum().backward()  # kernel form: branch on too
 
 
 @pytest.mark.parametrize("options, dim, heads", [
-    (dict(form="official"), 32, 2), (dict(conv="2d"), 32, 2), ({}, 12, 3),  # head_dim 4 is not compiled
+    (dict(form="official", alpha=0.5), 32, 2),  # the official form adds the branch inside its normalisation
+    (dict(conv="2d"), 32, 2), ({}, 12, 3),  # head_dim 4 is not compiled
 ])
 def test_calls_the_kernel_does_not_cover_fall_back_to_the_library_path(options, dim, heads):
     module = CastlingAttention(dim, heads, **options)
     qkv = torch.randn(1, 16, 3 * dim)
-    assert not cpu_kernel.covers(qkv, heads, module.form, module.conv)
+    assert not cpu_kernel.covers(qkv, heads, module.form, module.conv, module.auxiliary_active)
     assert module(torch.randn(1, 16, dim)).shape == (1, 16, dim)
 
 
@@ -153,14 +159,17 @@ def test_the_operator_passes_torch_library_opcheck():
     g = torch.Generator().manual_seed(3)
     qkv = torch.randn(2, 9, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 9, generator=g, dtype=torch.float64, requires_grad=True)
-    for args in ((qkv, weight, 2, 1e-6, True), (qkv, None, 2, 1e-6, True), (qkv.detach(), None, 2, 1e-6, False)):
-        torch.library.opcheck(torch.ops.minicastling.linear_angular_conv.default, args)
+    for official in (False, True):
+        for args in ((qkv, weight, 2, 1e-6, True, official), (qkv, None, 2, 1e-6, True, official),
+                     (qkv.detach(), None, 2, 1e-6, False, official)):
+            torch.library.opcheck(torch.ops.minicastling.linear_angular_conv.default, args)
 
 
-def test_flop_counter_counts_the_operator_as_the_library_calls(monkeypatch):
+@pytest.mark.parametrize("form", ["kernel", "official"])
+def test_flop_counter_counts_the_operator_as_the_library_calls(monkeypatch, form):
     from minicastling.measure import macs
 
-    module = CastlingAttention(64, 2, alpha=0.0)
+    module = CastlingAttention(64, 2, form=form, alpha=0.0)
     x = torch.randn(2, 16, 64)
     with_kernel = macs(module, x), macs(module, x, backward=True)
     monkeypatch.setenv(cpu_kernel.SWITCH, "0")

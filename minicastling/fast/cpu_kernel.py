@@ -1,4 +1,4 @@
-"""The CPU kernel: kernel-form linear-angular attention and its DWConv branch in one compiled call.
+"""The CPU kernel: linear-angular attention and its DWConv branch in one compiled call.
 
 At the token counts the course uses, library calls cost more than the arithmetic they do: each
 reads and writes a few hundred KiB, and the time goes between calls (tutorial 07). The C++ source
@@ -9,10 +9,11 @@ It is registered as the operator `torch.ops.minicastling.linear_angular_conv` (t
 a fake implementation for tracing, its backward as a second operator, and a FLOP formula, so
 torch.compile calls it and torch's flop counter counts it like any aten operator. The C++ is built
 by torch.utils.cpp_extension the first time a call needs it (a C++ compiler and ninja; about a
-minute, said in one line) and cached for later processes. It covers CPU tensors, form="kernel",
-the 1-D token conv or none, head_dim 16, 24, 32, 48 or 64, on torch >= 2.4 (torch.library's
-custom_op). For anything else, a build that fails (one warning), or MINICASTLING_CPU_KERNEL=0,
-CastlingAttention takes another path with the same numbers (attention.CastlingAttention.attend).
+minute, said in one line) and cached for later processes. It covers CPU tensors, both forms (the
+official form only without the softmax branch, which that form adds inside its normalisation), the 1-D
+token conv or none, head_dim 16, 24, 32, 48 or 64, on torch >= 2.4 (torch.library's custom_op). For
+anything else, a build that fails (one warning), or MINICASTLING_CPU_KERNEL=0, CastlingAttention takes
+another path with the same numbers (attention.CastlingAttention.attend).
 """
 
 import functools
@@ -57,7 +58,12 @@ def compiler_flags() -> list[str]:
 
 
 def build_name() -> str:
-    return "minicastling_linear_angular_" + ("avx2" if "-mavx2" in compiler_flags() else "base")
+    """The build's name: the instruction set, and a digest of the source and flags, so a changed kernel is a new build."""
+    import hashlib
+
+    flags = compiler_flags()
+    digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+    return f"minicastling_linear_angular_{'avx2' if '-mavx2' in flags else 'base'}_{digest}"
 
 
 def is_built() -> bool:
@@ -106,14 +112,19 @@ def _available() -> bool:
 available = torch.compiler.assume_constant_result(_available) if OPERATORS else _available
 
 
-def covers(qkv: torch.Tensor, heads: int, form: str, conv) -> bool:
-    """Whether the CPU kernel computes this call (building it on first use); if not, another path does."""
-    return (qkv.device.type == "cpu" and form == "kernel" and (conv is None or isinstance(conv, TokenConv1d))
-            and qkv.shape[-1] // (3 * heads) in HEAD_DIMS and available())
+def covers(qkv: torch.Tensor, heads: int, form: str, conv, branch: bool = False) -> bool:
+    """Whether the CPU kernel computes this call (building it on first use); if not, another path does.
+
+    branch: whether the softmax branch is on; the official form adds it inside its normalisation,
+    which the kernel does not, so that call goes another way (the kernel form adds it afterwards).
+    """
+    return (qkv.device.type == "cpu" and (form == "kernel" or (form == "official" and not branch))
+            and (conv is None or isinstance(conv, TokenConv1d)) and qkv.shape[-1] // (3 * heads) in HEAD_DIMS
+            and available())
 
 
-def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float = EPS) -> torch.Tensor:
-    """Kernel-form linear-angular attention plus the token conv with `weight` (H, 1, k, 1) or None.
+def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float = EPS, form: str = "kernel") -> torch.Tensor:
+    """Linear-angular attention of `form` plus the token conv with `weight` (H, 1, k, 1) or None.
 
     qkv (B, N, 3C) → (B, H, N, d), a view of token-major memory. bf16/fp16 inputs (autocast
     included) are computed in float32, as in the readable form, and returned in their dtype.
@@ -124,19 +135,21 @@ def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float =
     if weight is not None:
         weight = weight.to(wide).flatten(1)  # (H, 1, k, 1) -> (H, k)
     save = torch.is_grad_enabled() and (qkv.requires_grad or (weight is not None and weight.requires_grad))
-    out = torch.ops.minicastling.linear_angular_conv(qkv, weight, heads, eps, save)[0]  # (B, N, H, d)
+    out = torch.ops.minicastling.linear_angular_conv(qkv, weight, heads, eps, save, form == "official")[0]  # (B, N, H, d)
     return out.transpose(1, 2).to(dtype)  # (B, H, N, d)
 
 
-def _per_head_macs(qkv_shape, heads: int, weight_shape) -> tuple:
+def _per_head_macs(qkv_shape, heads: int, weight_shape, official: bool) -> tuple:
     """(forward, backward) multiply–accumulates of one call, counted as the library-call path's
-    matmuls and conv would be: K̂ᵀ[V | 1] and the queries against it, N·d·(d + 1) each; the
-    backward's four matmuls; the conv's N·d·k, twice in the backward (input and weight)."""
+    matmuls and conv would be: K̂ᵀV and the queries against it, N·d·d each (N·d·(d + 1) in the kernel
+    form, whose [V | 1] carries the denominator); the backward's four matmuls; the conv's N·d·k, twice
+    in the backward (input and weight)."""
     b, n, three_c = qkv_shape
     d = three_c // (3 * heads)
+    wide = d if official else d + 1
     conv = 0 if weight_shape is None else n * d * weight_shape[-1]
-    forward = 2 * n * d * (d + 1) + conv
-    backward = 3 * n * d * (d + 1) + n * d * d + 2 * conv
+    forward = 2 * n * d * wide + conv
+    backward = 3 * n * d * wide + n * d * d + 2 * conv
     return b * heads * forward, b * heads * backward
 
 
@@ -147,17 +160,17 @@ if OPERATORS:
     from torch.utils.flop_counter import register_flop_formula
 
     @torch.library.custom_op("minicastling::linear_angular_conv", mutates_args=(), device_types="cpu")
-    def _forward(qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float,
-                 save: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _forward(qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, save: bool,
+                 official: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """out (B, N, H, d), and if `save` what the backward reads: stats, moments, the average."""
-        outputs = load().forward(qkv, heads, weight, eps, save)
+        outputs = load().forward(qkv, heads, weight, eps, save, official)
         if save:
             return tuple(outputs)
         nothing = qkv.new_empty(0)
         return outputs[0], nothing, nothing.clone(), nothing.clone()
 
     @_forward.register_fake
-    def _(qkv, weight, heads, eps, save):
+    def _(qkv, weight, heads, eps, save, official):
         b, n, three_c = qkv.shape
         d = three_c // (3 * heads)
         out = qkv.new_empty(b, n, heads, d)
@@ -166,34 +179,34 @@ if OPERATORS:
         return out, qkv.new_empty(b, heads, 3, n), qkv.new_empty(b, heads, d + 2, d), qkv.new_empty(b, n, heads, d)
 
     @torch.library.custom_op("minicastling::linear_angular_conv_backward", mutates_args=(), device_types="cpu")
-    def _backward(grad: Tensor, qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, stats: Tensor,
-                  moments: Tensor, average: Tensor) -> tuple[Tensor, Tensor]:
+    def _backward(grad: Tensor, qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, official: bool,
+                  stats: Tensor, moments: Tensor, average: Tensor) -> tuple[Tensor, Tensor]:
         """grad_qkv (B, N, 3C) and grad_weight (H, k) (empty without a conv) from the forward's saved tensors."""
-        grads = load().backward(grad.contiguous(), qkv, heads, weight, eps, stats, moments, average)
+        grads = load().backward(grad.contiguous(), qkv, heads, weight, eps, official, stats, moments, average)
         return grads[0], grads[1] if weight is not None else qkv.new_empty(0)
 
     @_backward.register_fake
-    def _(grad, qkv, weight, heads, eps, stats, moments, average):
+    def _(grad, qkv, weight, heads, eps, official, stats, moments, average):
         return qkv.new_empty(qkv.shape), weight.new_empty(weight.shape) if weight is not None else qkv.new_empty(0)
 
     def _setup_context(ctx, inputs, output):
-        qkv, weight, heads, eps, save = inputs
+        qkv, weight, heads, eps, save, official = inputs
         ctx.save_for_backward(qkv, weight, *output[1:])
-        ctx.heads, ctx.eps, ctx.saved = heads, eps, save
+        ctx.heads, ctx.eps, ctx.saved, ctx.official = heads, eps, save, official
 
     def _autograd_backward(ctx, grad, *unused):
         if not ctx.saved:
             raise RuntimeError("linear_angular_conv was called with save=False, so it kept nothing to differentiate")
         qkv, weight, stats, moments, average = ctx.saved_tensors
-        grad_qkv, grad_weight = _backward(grad, qkv, weight, ctx.heads, ctx.eps, stats, moments, average)
-        return grad_qkv, grad_weight if weight is not None else None, None, None, None
+        grad_qkv, grad_weight = _backward(grad, qkv, weight, ctx.heads, ctx.eps, ctx.official, stats, moments, average)
+        return grad_qkv, grad_weight if weight is not None else None, None, None, None, None
 
     _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
     @register_flop_formula(torch.ops.minicastling.linear_angular_conv)
-    def _forward_flops(qkv_shape, weight_shape, heads, *args, out_shape=None, **kwargs) -> int:
-        return 2 * _per_head_macs(qkv_shape, heads, weight_shape)[0]
+    def _forward_flops(qkv_shape, weight_shape, heads, eps, save, official, *args, out_shape=None, **kwargs) -> int:
+        return 2 * _per_head_macs(qkv_shape, heads, weight_shape, official)[0]
 
     @register_flop_formula(torch.ops.minicastling.linear_angular_conv_backward)
-    def _backward_flops(grad_shape, qkv_shape, weight_shape, heads, *args, out_shape=None, **kwargs) -> int:
-        return 2 * _per_head_macs(qkv_shape, heads, weight_shape)[1]
+    def _backward_flops(grad_shape, qkv_shape, weight_shape, heads, eps, official, *args, out_shape=None, **kwargs) -> int:
+        return 2 * _per_head_macs(qkv_shape, heads, weight_shape, official)[1]

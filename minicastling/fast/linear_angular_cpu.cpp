@@ -1,4 +1,4 @@
-// Linear-angular attention (kernel form) plus the authors' (k, 1) token conv, for the CPU.
+// Linear-angular attention (kernel or official form) plus the authors' (k, 1) token conv, for the CPU.
 //
 // The same numbers as fused.LinearAngular followed by branches.TokenConv1d, computed one
 // (image, head) at a time with everything that head touches in L1 cache: q, k, v are read
@@ -9,8 +9,9 @@
 //
 // Notation per head: q_n, k_n, v_n (d) for token n of N; m_n = max(‖q_n‖, ε), q̂_n = q_n / m_n,
 // k̂_n likewise; kv = K̂ᵀV (d × d), ks = Σ_n k̂_n, vs = Σ_n v_n;
-//   average_n = (½ vs + kvᵀ q̂_n / π) · s_n,   s_n = 1 / (N/2 + q̂_n · ks / π)
-//   out_n     = average_n + Σ_t w_t v_{n + t − k/2}   (zero outside 0..N−1)
+//   kernel form:   average_n = (½ vs + kvᵀ q̂_n / π) · s_n,   s_n = 1 / (N/2 + q̂_n · ks / π)
+//   official form: average_n = u_n · s_n,  u_n = ½ v_n + kvᵀ q̂_n / π,  s_n = 1 / max(‖u_n‖, ε)
+//   out_n = average_n + Σ_t w_t v_{n + t − k/2}   (zero outside 0..N−1)
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -162,7 +163,7 @@ struct Saved {
 };
 
 template <typename T, int D>
-void forward_head(const Head<T>& in, const T* w_head, int64_t ksize, T eps, T* out, int64_t out_stride,
+void forward_head(const Head<T>& in, const T* w_head, int64_t ksize, T eps, bool official, T* out, int64_t out_stride,
                   const Saved<T>* saved, std::vector<T>& scratch) {
   constexpr int R = tile_rows<T, D>();
   const int64_t N = in.N;
@@ -191,11 +192,22 @@ void forward_head(const Head<T>& in, const T* w_head, int64_t ksize, T eps, T* o
       const int64_t n = n0 + r;
       const T inv_m = inverse_norm<T, D>(q[r], eps);
       inverse_q[n] = inv_m;
-      const T s = T(1) / (half_n + dot<T, D>(q[r], ks) * inv_m * inv_pi);  // q̂ = q / m
       using S = Simd<T>;  // the output row in vector registers until its one store
       constexpr int L = S::lanes, W = D / L;
       typename S::vec o[W];
-      for (int w = 0; w < W; ++w) o[w] = (T(0.5) * S::load(vs + w * L) + S::load(&tile[r][w * L]) * (inv_m * inv_pi)) * s;
+      T s;
+      if (official) {  // u_n = ½ v_n + kvᵀ q̂_n / π, then u_n / max(‖u_n‖, ε)
+        typename S::vec norm2 = {};
+        for (int w = 0; w < W; ++w) {
+          o[w] = T(0.5) * S::load(values + n * D + w * L) + S::load(&tile[r][w * L]) * (inv_m * inv_pi);
+          norm2 += o[w] * o[w];
+        }
+        s = T(1) / std::max(std::sqrt(S::sum(norm2)), eps);
+      } else {
+        s = T(1) / (half_n + dot<T, D>(q[r], ks) * inv_m * inv_pi);  // q̂ = q / m
+        for (int w = 0; w < W; ++w) o[w] = T(0.5) * S::load(vs + w * L) + S::load(&tile[r][w * L]) * (inv_m * inv_pi);
+      }
+      for (int w = 0; w < W; ++w) o[w] *= s;
       if (saved) {
         saved->scale[n] = s;
         for (int w = 0; w < W; ++w) S::store(saved->average + n * out_stride + w * L, o[w]);
@@ -228,7 +240,7 @@ void normalize_backward(const T* grad_hat, const T* x_hat, T inverse, T eps, T* 
 }
 
 template <typename T, int D>
-void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, const T* grad, int64_t grad_stride,
+void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, bool official, const T* grad, int64_t grad_stride,
                    const Saved<T>& saved, T* grad_q, T* grad_k, T* grad_v, int64_t grad_in_stride, T* grad_w,
                    std::vector<T>& scratch) {
   constexpr int R = tile_rows<T, D>();
@@ -247,9 +259,14 @@ void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, const T*
     for (int i = 0; i < D; ++i) {
       q_hat[n * D + i] = in.q_row(n)[i] * iq;
       k_hat[n * D + i] = in.k_row(n)[i] * ik;
-      g_num[n * D + i] = g[i] * s;
     }
-    g_den[n] = -s * dot<T, D>(g, saved.average + n * grad_stride);
+    if (official) {  // o = u / max(‖u‖, ε): dL/du through the normalisation, and no denominator
+      normalize_backward<T, D>(g, saved.average + n * grad_stride, s, eps, g_num + n * D);
+      g_den[n] = 0;
+    } else {
+      for (int i = 0; i < D; ++i) g_num[n * D + i] = g[i] * s;
+      g_den[n] = -s * dot<T, D>(g, saved.average + n * grad_stride);
+    }
   }
   T kv[D][D], kv_t[D][D], ks[D];
   std::copy(saved.moments, saved.moments + D * D, &kv[0][0]);
@@ -274,7 +291,7 @@ void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, const T*
   outer_sum<T, D>(q_hat, g_num, D, N, P);
   row_sum<T, D>(g_num, D, N, half_g);
   for (int i = 0; i < D; ++i) {
-    half_g[i] *= T(0.5);  // via ½ vs, which every token's numerator holds
+    half_g[i] *= official ? T(0) : T(0.5);  // kernel form: via ½ vs, which every token's numerator holds
     p[i] = 0;
   }
   for (int64_t n = 0; n < N; ++n)
@@ -296,6 +313,8 @@ void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, const T*
       normalize_backward<T, D>(tile_k[r], k_hat + n * D, saved.inverse_k[n], eps, grad_k + n * grad_in_stride);
       T gv[D];  // in registers until the one store, as in the forward
       for (int j = 0; j < D; ++j) gv[j] = tile_v[r][j] * inv_pi + half_g[j];
+      if (official)  // via ½ v_n, in token n's own u_n only
+        for (int j = 0; j < D; ++j) gv[j] += T(0.5) * g_num[n * D + j];
       for (int64_t t = 0; t < ksize; ++t) {  // out_m holds w_t v_n for m = n − t + k/2
         const int64_t target = n - t + ksize / 2;
         if (target < 0 || target >= N) continue;
@@ -367,8 +386,9 @@ void check_inputs(const torch::Tensor& qkv, int64_t heads, const c10::optional<t
 
 // qkv (B, N, 3C), weight (H, k) or None → out (B, N, H, d), and if `save` the tensors backward needs:
 // stats (B, H, 3, N) = 1/m, 1/‖k‖ clamped, s; moments (B, H, d + 2, d); average (B, N, H, d).
+// official: the authors' form (½ v_n, L2-normalised output) instead of the kernel form.
 std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, const c10::optional<torch::Tensor>& weight,
-                                   double eps, bool save) {
+                                   double eps, bool save, bool official) {
   check_inputs(qkv, heads, weight);
   const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3, d = C / heads;
   const int64_t ksize = weight ? weight->size(1) : 0;
@@ -394,7 +414,7 @@ std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, cons
           Saved<T> saved{};
           if (save) saved = saved_at<T>(at, N, stats, moments, average);
           forward_head<T, D>(head_at(src + at.qkv, C, N), w ? w + (bh % heads) * ksize : nullptr, ksize, T(eps),
-                             dst + at.tokens, C, save ? &saved : nullptr, scratch);
+                             official, dst + at.tokens, C, save ? &saved : nullptr, scratch);
         }
       });
     });
@@ -406,8 +426,9 @@ std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, cons
 
 // grad (B, N, H, d) contiguous, with forward's saved tensors → grad_qkv (B, N, 3C), grad_weight (H, k).
 std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tensor& qkv, int64_t heads,
-                                    const c10::optional<torch::Tensor>& weight, double eps, const torch::Tensor& stats,
-                                    const torch::Tensor& moments, const torch::Tensor& average) {
+                                    const c10::optional<torch::Tensor>& weight, double eps, bool official,
+                                    const torch::Tensor& stats, const torch::Tensor& moments,
+                                    const torch::Tensor& average) {
   check_inputs(qkv, heads, weight);
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == average.sizes() && grad.scalar_type() == qkv.scalar_type(),
               "grad must be contiguous (B, N, H, d) in qkv's dtype, got ", grad.sizes());
@@ -427,7 +448,8 @@ std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tens
           const Offsets at(bh, heads, N, d);
           T* g = grad_qkv.data_ptr<T>() + at.qkv;
           backward_head<T, D>(head_at(qkv.data_ptr<T>() + at.qkv, C, N), w ? w + (bh % heads) * ksize : nullptr, ksize,
-                              T(eps), grad.data_ptr<T>() + at.tokens, C, saved_at<T>(at, N, stats, moments, average),
+                              T(eps), official, grad.data_ptr<T>() + at.tokens, C,
+                              saved_at<T>(at, N, stats, moments, average),
                               g, g + C, g + 2 * C, 3 * C, grad_w.data_ptr<T>() + bh * grad_w.size(2), scratch);
         }
       });
