@@ -188,7 +188,7 @@ def parser() -> Parser:
     p.add_argument("--out", help="run directory (default runs/PRESET-ATTENTION); an unfinished run there resumes")
     p.add_argument("--attention", choices=ATTENTION_KINDS,
                    help="castling (default), its twins, or a zoo kind, trained by the same recipe")
-    p.add_argument("--form", choices=["kernel", "official"], help="linear-angular form (default kernel)")
+    p.add_argument("--form", choices=["kernel", "official"], help="linear-angular form (default official, the authors' form: the README says why)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--train-images", type=int, help="use the first N training images")
@@ -230,7 +230,7 @@ def parser() -> Parser:
     p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--form", choices=["kernel", "official"], default="kernel")
+    p.add_argument("--form", choices=["kernel", "official"], default="official")
     p.add_argument("--conv", choices=["1d", "2d"], default="1d")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)

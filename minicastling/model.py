@@ -46,7 +46,7 @@ class ViTConfig:
     num_heads: int = 2
     mlp_ratio: float = 2.0
     attention: str = "castling"  # one of ATTENTION_KINDS; the zoo's kinds take the same DWConv branch
-    form: str = "kernel"  # linear-angular form, see attention.linear_angular_attention
+    form: str = "official"  # linear-angular form, see attention.linear_angular_attention; the default: README
     conv: str | None = "1d"  # DWConv branch of castling attention: "1d", "2d" or None
     threshold: float = 0.02  # ε of the auxiliary branch's mask
     mask: str = "absolute"  # "absolute": keep softmax > ε (authors'); "relative": keep softmax > ε / N

@@ -237,7 +237,7 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
         token_major = torch.randn(batch, n, heads, d, device=device).transpose(1, 2)
 
         def castled():
-            out, values = library_calls.linear_angular(qkv, heads)
+            out, values = library_calls.linear_angular(qkv, heads, "kernel")
             return out + conv(values)
 
         calls = {
