@@ -332,8 +332,8 @@ def finish(run: Run, seconds: float) -> dict:
     say = run.say
     say(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
     if macs_before != macs_after:
-        say(f"MACs per image: {macs_before / 1e6:.1f}M with the softmax branch (training), "
-            f"{macs_after / 1e6:.1f}M castled (inference): {macs_before / macs_after:.2f}× fewer than while training")
+        say(f"MACs per image: {macs_before / 1e6:.1f}M while training (softmax branch on), {macs_after / 1e6:.1f}M "
+            f"castled (inference), {macs_after / macs_before:.2f}× the training-time model's")
     else:
         say(f"MACs per image: {macs_after / 1e6:.1f}M (no softmax branch to castle)")
     say(f"wall time {seconds:.0f} s; metrics in {shown(run.out / 'metrics.json')}")

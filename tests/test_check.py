@@ -57,6 +57,8 @@ WRONG = {
         ("def kernel_smoothing(q, k, v, similarity):\n    w = similarity(q, k)\n    return w / w.sum(-2, keepdim=True) @ v",
          "wrong values"),
         ("def kernel_smoothing(q, k, v, similarity):\n    return torch.softmax(similarity(q, k), dim=-1) @ v", "wrong values"),
+        ("def kernel_smoothing(q, k, v, similarity):\n    s = similarity(q, k)\n    s /= s.sum(-1, keepdim=True)\n"
+         "    return s @ v", "changed in place"),
     ],
     "gaussian_attention": [
         ("def gaussian_attention(q, k, v):\n    return torch.softmax(-torch.cdist(q, k) ** 2 / 2, dim=-1) @ v", "built a tensor"),
@@ -87,6 +89,12 @@ WRONG = {
          "    return a @ b.transpose(-2, -1) / len(normals)", "wrong values"),
         ("def hyperplane_agreement(q, k, normals):\n    a, b = torch.sign(q @ normals.T), torch.sign(k @ normals.T)\n"
          "    return a @ b.transpose(-2, -1) / len(normals)", "wrong values"),
+        ("def hyperplane_agreement(q, k, normals):\n    planes = torch.randn_like(normals)\n"
+         "    same = (q @ planes.T > 0).unsqueeze(-2) == (k @ planes.T > 0).unsqueeze(-3)\n"
+         "    return same.to(q.dtype).mean(-1)", "exactly the given hyperplanes"),
+        ("def hyperplane_agreement(q, k, normals):\n    planes = normals[::2]\n"
+         "    same = (q @ planes.T > 0).unsqueeze(-2) == (k @ planes.T > 0).unsqueeze(-3)\n"
+         "    return same.to(q.dtype).mean(-1)", "exactly the given hyperplanes"),
     ],
     "hashed_angular_attention": [
         ("def hashed_angular_attention(q, k, v, normals):\n"
@@ -104,6 +112,9 @@ WRONG = {
          "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m + 1) for m in range(order))", "should be a torch.Tensor"),
         ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
          "    return -sum(float(c[m]) * x ** (2 * m + 1) for m in range(order + 1))", "wrong values"),
+        ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
+         "    powers = 2 * torch.arange(order + 1) + 1\n"
+         "    return math.pi / 2 - (c * x[..., None] ** powers).sum(-1)", "should be torch.float32"),
     ],
     "padded_linear_angular": [
         ("def padded_linear_angular(q, k, v, key_mask):\n"
@@ -216,6 +227,12 @@ WRONG = {
          "    set_alpha(model, 0.0)\n    mc.castle(model)\n    with torch.no_grad():\n"
          "        correct = (model(images).argmax(-1) == labels).sum().item()\n    model.train(was)\n"
          "    return 100.0 * correct / len(labels)", "castled the model"),
+        ("def accuracy_without_branch(model, images, labels):\n"
+         "    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    alphas = [layer.alpha for layer in layers]\n    model.eval()\n    set_alpha(model, 0.0)\n"
+         "    with torch.no_grad():\n        correct = (model(images).argmax(-1) == labels).sum().item()\n"
+         "    for layer, alpha in zip(layers, alphas):\n        layer.set_alpha(alpha)\n    model.train()\n"
+         "    return 100.0 * correct / len(labels)", "mode it had"),
         ("def accuracy_without_branch(model, images, labels):\n    copy_ = copy.deepcopy(model).eval()\n"
          "    set_alpha(copy_, 0.0)\n    with torch.no_grad():\n"
          "        return (copy_(images).argmax(-1) == labels).float().mean().item()", "answer is 100"),
@@ -298,7 +315,12 @@ RIGHT = {
                          "    return torch.einsum('...nm,...md->...nd', w, v) / w.sum(-1).unsqueeze(-1)"],
     "gaussian_attention": ["def gaussian_attention(q, k, v):\n"
                            "    bias = -0.5 * (k * k).sum(-1).unsqueeze(-2)\n"
-                           "    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)"],
+                           "    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)",
+                           "from torch.nn.functional import scaled_dot_product_attention\n\n"
+                           "def gaussian_attention(q, k, v):\n"
+                           "    one = torch.ones_like(q[..., :1])\n"
+                           "    return scaled_dot_product_attention(torch.cat([q, one], -1),\n"
+                           "                                        torch.cat([k, -(k * k).sum(-1, keepdim=True) / 2], -1), v, scale=1.0)"],
     "row_entropy": ["def row_entropy(weights):\n    return -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1)"],
     "angular_weights": ["def angular_weights(q, k):\n"
                         "    cos = torch.einsum('...nd,...md->...nm', F.normalize(q, dim=-1), F.normalize(k, dim=-1))\n"

@@ -100,7 +100,7 @@ def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
                 "macs_before_castling", "macs_after_castling", "wall_time_s"):
         assert key in metrics
     out = capsys.readouterr().out
-    assert "dataset: ImageDataset('digits'" in out and "before castling" in out and "fewer" in out
+    assert "dataset: ImageDataset('digits'" in out and "before castling" in out and "the training-time model.s" in out
 
 
 def test_twins_never_switch_a_softmax_branch_on(tmp_path):

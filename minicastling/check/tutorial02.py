@@ -24,35 +24,35 @@ def angular_weights(ex: Exercise, fn) -> None:
                "are keys (cosines a rounding error above 1) give no NaN.")
 
 
-@exercise("02", 2, "core", "for one hyperplane, the side a vector lies on is the sign of its dot product with the "
-                           "plane's normal. You need, for every (query, key) pair, the share of the P planes on which "
-                           "the two sides agree: line the axes up so that every pair meets every plane.")
-def hyperplane_agreement(ex: Exercise, fn) -> None:
-    """The share of random hyperplanes that put q_i and k_j on the same side: ≈ 1 − θ/π."""
-    from ..similarity import angular_similarity
-
-    g = torch.Generator().manual_seed(6)
-    planes = 8000
-    for q_shape, k_shape in [((5, 4), (6, 4)), ((2, 3, 4, 3), (2, 3, 2, 3))]:
-        case = {"q": _randn(*q_shape, generator=g), "k": _randn(*k_shape, generator=g),
-                "normals": _randn(planes, q_shape[-1], generator=g)}
-        expected = angular_similarity(case["q"], case["k"])
-        got = call(ex, fn, case)
-        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
-            counts = got.double() * planes
-            if not torch.allclose(counts, counts.round(), atol=1e-3):
-                raise CheckFailed(f"{ex.label}: every answer should be a count of hyperplanes divided by P = {planes}, "
-                                  f"but yours are not (for {describe(case)}): average booleans over the P axis only.")
-            got = got.to(expected.dtype)
-        # 4.5 standard deviations of a mean of P coin flips: a right answer fails about once in 10⁵ entries
-        same_tensor(ex, got, expected, case, rtol=0.0, atol=4.5 * math.sqrt(0.25 / planes))
-    passed(ex, f"with {planes} random hyperplanes your agreement is within Monte Carlo error of 1 − θ/π everywhere.")
-
-
 def hashed_kernel(q: torch.Tensor, k: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
     """The share of the given hyperplanes on which q_i and k_j agree, as an explicit (…, N, M) matrix."""
     side_q, side_k = q @ normals.T > 0, k @ normals.T > 0  # (…, N, P), (…, M, P)
     return (side_q.unsqueeze(-2) == side_k.unsqueeze(-3)).to(q.dtype).mean(-1)
+
+
+@exercise("02", 2, "core", "for one hyperplane, the side a vector lies on is the sign of its dot product with the "
+                           "plane's normal. You need, for every (query, key) pair, the share of the P planes on which "
+                           "the two sides agree: line the axes up so that every pair meets every plane.")
+def hyperplane_agreement(ex: Exercise, fn) -> None:
+    """The share of the given hyperplanes that put q_i and k_j on the same side: ≈ 1 − θ/π."""
+    g = torch.Generator().manual_seed(6)
+    for q_shape, k_shape, planes in [((5, 4), (6, 4), 8000), ((2, 3, 4, 3), (2, 3, 2, 3), 64), ((3, 2), (7, 2), 5)]:
+        case = {"q": _randn(*q_shape, generator=g), "k": _randn(*k_shape, generator=g),
+                "normals": _randn(planes, q_shape[-1], generator=g)}
+        got = call(ex, fn, case)
+        if isinstance(got, torch.Tensor) and got.is_floating_point() and got.shape == case["q"].shape[:-1] + (k_shape[-2],):
+            counts = got.double() * planes
+            if not torch.allclose(counts, counts.round(), atol=1e-3):
+                raise CheckFailed(f"{ex.label}: every answer should be a count of hyperplanes divided by P = {planes}, "
+                                  f"but yours are not (for {describe(case)}): average booleans over the P axis only.")
+        same_tensor(ex, got, hashed_kernel(**case), case, rtol=0.0, atol=1e-6,
+                    what="your agreement (for exactly the given hyperplanes)")
+    from ..similarity import angular_similarity
+
+    big = {"q": _randn(5, 4, generator=g), "k": _randn(6, 4, generator=g), "normals": _randn(8000, 4, generator=g)}
+    spread = (call(ex, fn, big).double() - angular_similarity(big["q"], big["k"]).double()).abs().max().item()
+    passed(ex, f"the share of exactly the given hyperplanes, for 5 to 8,000 of them; with 8,000 it is within "
+               f"{spread:.3f} of 1 − θ/π everywhere, as Monte Carlo error allows.")
 
 
 def _with_normals(cases: list, planes: int, seed: int) -> list:

@@ -7,7 +7,7 @@ import torch
 from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_number, same_tensor
 
 
-def _model_with_live_branch(seed: int):
+def _model_with_live_branch(seed: int, training: bool = True):
     """A smoke castling ViT in training mode whose layers weight the softmax branch differently, images and labels
     on which forcing α to 0 changes some predictions (the labels are what the α = 0 model predicts)."""
     from ..attention import CastlingAttention, set_alpha
@@ -15,7 +15,7 @@ def _model_with_live_branch(seed: int):
     from ..presets import get_config
 
     torch.manual_seed(seed)
-    model = ViT(get_config("smoke", attention="castling", threshold=0.0)).train()
+    model = ViT(get_config("smoke", attention="castling", threshold=0.0)).train(training)
     layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
     with torch.no_grad():
         for layer in layers:
@@ -37,8 +37,8 @@ def accuracy_without_branch(ex: Exercise, fn) -> None:
     from ..attention import CastlingAttention
     from ..model import evaluating
 
-    for seed in (0, 1):
-        model, layers, images, labels = _model_with_live_branch(seed)
+    for seed, training in ((0, True), (1, False)):
+        model, layers, images, labels = _model_with_live_branch(seed, training)
         state = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
         with evaluating(model), torch.no_grad():
             with_branch = 100.0 * (model(images).argmax(-1) == labels).float().mean().item()
@@ -50,9 +50,10 @@ def accuracy_without_branch(ex: Exercise, fn) -> None:
         if [layer.alpha for layer in layers] != [0.6, 1.5]:
             raise CheckFailed(f"{ex.label}: the layers came back with alphas {[layer.alpha for layer in layers]}; they "
                               "went in with [0.6, 1.5]. Remember each layer's own α and restore it.")
-        if not model.training:
-            raise CheckFailed(f"{ex.label}: the model came back in eval mode; it was in training mode. Restore the "
-                              "mode it had, or the training loop that calls you stops training.")
+        if model.training != training:
+            was, now = ("training", "eval") if training else ("eval", "training")
+            raise CheckFailed(f"{ex.label}: the model came back in {now} mode; it was in {was} mode. Restore the "
+                              "mode it had (the caller may be training it, or evaluating it).")
         if any(not torch.equal(model.state_dict()[k], v) for k, v in state.items()):
             raise CheckFailed(f"{ex.label}: measuring changed the model's weights or statistics. In training mode the "
                               "conv stem's BatchNorm updates its running averages on every forward pass: measure in "
@@ -63,8 +64,9 @@ def accuracy_without_branch(ex: Exercise, fn) -> None:
         same_number(ex, got, 100.0, case, rel_tol=1e-6, abs_tol=1e-6,
                     explain="The labels are the model's own α = 0, eval-mode predictions, so the answer is 100 "
                             "(in percent)." + hint)
-    passed(ex, "on 2 models whose layers weight the branch differently, the accuracy with α forced to 0 is right, "
-               "in percent, and every layer's α, the training mode and the weights come back as they were.")
+    passed(ex, "on 2 models whose layers weight the branch differently, one training and one in eval mode, the "
+               "accuracy with α forced to 0 is right, in percent, and every layer's α, the mode and the weights come "
+               "back as they were.")
 
 
 def _layers_and_tokens() -> list:
@@ -96,14 +98,16 @@ def model_mask_density(ex: Exercise, fn) -> None:
     g = torch.Generator().manual_seed(26)
     for seed, options in enumerate([dict(threshold=0.02), dict(threshold=1.0, mask="relative"), dict(threshold=0.05)]):
         torch.manual_seed(seed)
-        model = ViT(get_config("smoke", attention="castling", **options)).train()
+        model = ViT(get_config("smoke", attention="castling", **options)).train(seed != 2)  # the last in eval mode
         images = 2 * torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=g)
         case = {"model": model, "images": images}
         expected = mask_density(model, images)
         got = call(ex, fn, case)
-        if not model.training:
-            raise CheckFailed(f"{ex.label}: the model came back in eval mode; it was in training mode. Restore it "
-                              "(model.train(was_training)), or a training loop that measures every epoch stops training.")
+        if model.training != (seed != 2):
+            was = "training" if seed != 2 else "eval"
+            raise CheckFailed(f"{ex.label}: the model came back in another mode than the {was} mode it was in. Restore "
+                              "it (model.train(was_training)): a training loop that measures every epoch would stop "
+                              "training, and a model being evaluated would start to.")
         if any(m._forward_pre_hooks for m in model.modules()):
             raise CheckFailed(f"{ex.label}: your hooks are still registered on the model: remove each one "
                               "(hook.remove()) after the forward pass.")
@@ -111,7 +115,7 @@ def model_mask_density(ex: Exercise, fn) -> None:
                     explain=f"The model's layers use threshold={options['threshold']:g}, "
                             f"mask={options.get('mask', 'absolute')!r}.")
     passed(ex, "3 smoke models (absolute and relative masks) match minicastling.measure.mask_density, and each comes "
-               "back in training mode without hooks.")
+               "back in the mode it was in (training or eval), without hooks.")
 
 
 def sharpness_reference(layer, x):

@@ -5,6 +5,7 @@ round (timing.py), prints each ratio beside its goal and writes results/bench.js
 and tutorial 07 read. Speed claims are ratios against a peer measured in the same run (DESIGN: Budgets).
 """
 
+import math
 import os
 import statistics
 from pathlib import Path
@@ -84,6 +85,15 @@ def scaling_sweep(functions: dict, tokens, batch=1, heads=4, head_dim=32, backwa
         backward=backward, repeats=repeats, device=device, memory=memory, give_up_seconds=give_up_seconds,
         max_square_bytes=max_square_bytes,
     )
+
+
+def growth_exponent(rows, method: str, metric: str = "seconds", sizes=None) -> float:
+    """How `metric` grows with tokens: the least-squares slope of log(metric) against log(N), over the given
+    sizes (default: every size measured). 1 is linear growth, 2 quadratic."""
+    points = [(math.log(r["tokens"]), math.log(r[metric])) for r in rows
+              if r["method"] == method and r[metric] and (sizes is None or r["tokens"] in sizes)]
+    mean_x, mean_y = (sum(v) / len(points) for v in zip(*points))
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
 
 
 def speedups(rows, method: str, peer: str, metric: str = "seconds") -> dict:

@@ -114,7 +114,7 @@ def plot_history(runs: dict, title: str = "Training curves", alpha=None):
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
-        ax.legend(fontsize=10, loc="lower right" if ax is acc_ax else "upper right")
+        ax.legend(fontsize=10, loc="center right" if ax is acc_ax else "upper right")  # where no curve runs
     fig.suptitle(title)
     fig.tight_layout()
     return fig
