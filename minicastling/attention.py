@@ -220,10 +220,9 @@ class CastlingAttention(MultiHeadTokens):
         same numbers as linear_angular_attention (tested in float64).
         """
         auxiliary = self.auxiliary(qkv) if branch and self.auxiliary_active else None  # skipped at α = 0: O(N²)
-        if cpu_kernel.covers(qkv, self.num_heads, self.form, self.conv, auxiliary is not None):  # one C++ call
+        if cpu_kernel.covers(qkv, self.num_heads, self.form, self.conv):  # attention and 1-D conv, one C++ call
             weight = None if self.conv is None else self.conv.conv.weight
-            out = cpu_kernel.linear_angular_conv(qkv, self.num_heads, weight, form=self.form)
-            return out if auxiliary is None else out + auxiliary  # kernel form: the branch joins the average
+            return cpu_kernel.linear_angular_conv(qkv, self.num_heads, weight, form=self.form, auxiliary=auxiliary)
         if _compiling():  # elsewhere under torch.compile: the readable form, which the compiler fuses
             q, k, v = self.heads(qkv)  # (B, H, N, d) views
             out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)

@@ -54,6 +54,20 @@ def test_kernel_passes_gradcheck(form):
     assert torch.autograd.gradcheck(lambda x, w: cpu_kernel.linear_angular_conv(x, 2, w, form=form), (qkv, weight))
 
 
+def test_the_official_form_takes_the_softmax_branch_inside_its_normalisation():
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(2, 11, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
+    branch = torch.randn(2, 2, 11, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 1, 9, 1, generator=g, dtype=torch.float64, requires_grad=True)
+    conv = TokenConv1d(2, 9).double()
+    conv.conv.weight.data.copy_(weight.detach())
+    fast = cpu_kernel.linear_angular_conv(qkv, 2, weight, form="official", auxiliary=branch)
+    out, v = library_calls.linear_angular(qkv, 2, "official", branch)
+    torch.testing.assert_close(fast, out + conv(v))
+    assert torch.autograd.gradcheck(lambda x, a, w: cpu_kernel.linear_angular_conv(x, 2, w, form="official", auxiliary=a),
+                                    (qkv, branch, weight))
+
+
 def test_zero_queries_and_keys_take_the_epsilon_branch_as_the_readable_form_does():
     qkv = torch.randn(1, 6, 3 * 16, dtype=torch.float64)
     qkv[:, 2, :32] = 0.0  # token 2's q and k
@@ -104,21 +118,18 @@ def test_module_uses_the_kernel_where_it_covers_the_call(monkeypatch):
 
     monkeypatch.setattr(library_calls, "linear_angular", library_path)
     for form in ("kernel", "official"):
-        module = CastlingAttention(64, 2, form=form, alpha=0.0)
-        module(torch.randn(2, 10, 64)).sum().backward()
-        with torch.no_grad():
-            module(torch.randn(1, 3, 64))
-    CastlingAttention(64, 2, alpha=0.5)(torch.randn(2, 10, 64)).sum().backward()  # kernel form: branch on too
+        for alpha in (0.0, 0.5):  # the softmax branch off and on
+            module = CastlingAttention(64, 2, form=form, alpha=alpha)
+            module(torch.randn(2, 10, 64)).sum().backward()
+            with torch.no_grad():
+                module(torch.randn(1, 3, 64))
 
 
-@pytest.mark.parametrize("options, dim, heads", [
-    (dict(form="official", alpha=0.5), 32, 2),  # the official form adds the branch inside its normalisation
-    (dict(conv="2d"), 32, 2), ({}, 12, 3),  # head_dim 4 is not compiled
-])
+@pytest.mark.parametrize("options, dim, heads", [(dict(conv="2d"), 32, 2), ({}, 12, 3)])  # head_dim 4: not compiled
 def test_calls_the_kernel_does_not_cover_fall_back_to_the_library_path(options, dim, heads):
     module = CastlingAttention(dim, heads, **options)
     qkv = torch.randn(1, 16, 3 * dim)
-    assert not cpu_kernel.covers(qkv, heads, module.form, module.conv, module.auxiliary_active)
+    assert not cpu_kernel.covers(qkv, heads, module.form, module.conv)
     assert module(torch.randn(1, 16, dim)).shape == (1, 16, dim)
 
 
@@ -159,10 +170,12 @@ def test_the_operator_passes_torch_library_opcheck():
     g = torch.Generator().manual_seed(3)
     qkv = torch.randn(2, 9, 3 * 2 * 16, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    branch = torch.randn(2, 2, 9, 16, generator=g, dtype=torch.float64, requires_grad=True)
     for official in (False, True):
-        for args in ((qkv, weight, 2, 1e-6, True, official), (qkv, None, 2, 1e-6, True, official),
-                     (qkv.detach(), None, 2, 1e-6, False, official)):
+        for args in ((qkv, weight, 2, 1e-6, True, official, None), (qkv, None, 2, 1e-6, True, official, None),
+                     (qkv.detach(), None, 2, 1e-6, False, official, None)):
             torch.library.opcheck(torch.ops.minicastling.linear_angular_conv.default, args)
+    torch.library.opcheck(torch.ops.minicastling.linear_angular_conv.default, (qkv, weight, 2, 1e-6, True, True, branch))
 
 
 @pytest.mark.parametrize("form", ["kernel", "official"])

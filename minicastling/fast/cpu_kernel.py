@@ -9,9 +9,9 @@ It is registered as the operator `torch.ops.minicastling.linear_angular_conv` (t
 a fake implementation for tracing, its backward as a second operator, and a FLOP formula, so
 torch.compile calls it and torch's flop counter counts it like any aten operator. The C++ is built
 by torch.utils.cpp_extension the first time a call needs it (a C++ compiler and ninja; about a
-minute, said in one line) and cached for later processes. It covers CPU tensors, both forms (the
-official form only without the softmax branch, which that form adds inside its normalisation), the 1-D
-token conv or none, head_dim 16, 24, 32, 48 or 64, on torch >= 2.4 (torch.library's custom_op). For
+minute, said in one line) and cached for later processes. It covers CPU tensors, both forms (with the
+softmax branch's output passed in for the official form, which adds it inside its normalisation), the
+1-D token conv or none, head_dim 16, 24, 32, 48 or 64, on torch >= 2.4 (torch.library's custom_op). For
 anything else, a build that fails (one warning), or MINICASTLING_CPU_KERNEL=0, CastlingAttention takes
 another path with the same numbers (attention.CastlingAttention.attend).
 """
@@ -112,19 +112,19 @@ def _available() -> bool:
 available = torch.compiler.assume_constant_result(_available) if OPERATORS else _available
 
 
-def covers(qkv: torch.Tensor, heads: int, form: str, conv, branch: bool = False) -> bool:
-    """Whether the CPU kernel computes this call (building it on first use); if not, another path does.
-
-    branch: whether the softmax branch is on; the official form adds it inside its normalisation,
-    which the kernel does not, so that call goes another way (the kernel form adds it afterwards).
-    """
-    return (qkv.device.type == "cpu" and (form == "kernel" or (form == "official" and not branch))
+def covers(qkv: torch.Tensor, heads: int, form: str, conv) -> bool:
+    """Whether the CPU kernel computes this call (building it on first use); if not, another path does."""
+    return (qkv.device.type == "cpu" and form in ("kernel", "official")
             and (conv is None or isinstance(conv, TokenConv1d)) and qkv.shape[-1] // (3 * heads) in HEAD_DIMS
             and available())
 
 
-def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float = EPS, form: str = "kernel") -> torch.Tensor:
+def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float = EPS, form: str = "kernel",
+                        auxiliary=None) -> torch.Tensor:
     """Linear-angular attention of `form` plus the token conv with `weight` (H, 1, k, 1) or None.
+
+    auxiliary (B, H, N, d) or None: the weighted softmax branch, added where the form adds it: inside
+    the official form's normalisation (here), after the kernel form's average (by the caller, as well).
 
     qkv (B, N, 3C) → (B, H, N, d), a view of token-major memory. bf16/fp16 inputs (autocast
     included) are computed in float32, as in the readable form, and returned in their dtype.
@@ -134,9 +134,14 @@ def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float =
     qkv = qkv.to(wide).contiguous()
     if weight is not None:
         weight = weight.to(wide).flatten(1)  # (H, 1, k, 1) -> (H, k)
-    save = torch.is_grad_enabled() and (qkv.requires_grad or (weight is not None and weight.requires_grad))
-    out = torch.ops.minicastling.linear_angular_conv(qkv, weight, heads, eps, save, form == "official")[0]  # (B, N, H, d)
-    return out.transpose(1, 2).to(dtype)  # (B, H, N, d)
+    official = form == "official"
+    branch = auxiliary.to(wide).contiguous() if official and auxiliary is not None else None
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (qkv, weight, branch))
+    out = torch.ops.minicastling.linear_angular_conv(qkv, weight, heads, eps, save, official, branch)[0]  # (B, N, H, d)
+    out = out.transpose(1, 2)  # (B, H, N, d)
+    if auxiliary is not None and not official:
+        out = out + auxiliary.to(wide)  # the kernel form adds the branch to its average
+    return out.to(dtype)
 
 
 def _per_head_macs(qkv_shape, heads: int, weight_shape, official: bool) -> tuple:
@@ -160,17 +165,17 @@ if OPERATORS:
     from torch.utils.flop_counter import register_flop_formula
 
     @torch.library.custom_op("minicastling::linear_angular_conv", mutates_args=(), device_types="cpu")
-    def _forward(qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, save: bool,
-                 official: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _forward(qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, save: bool, official: bool,
+                 auxiliary: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """out (B, N, H, d), and if `save` what the backward reads: stats, moments, the average."""
-        outputs = load().forward(qkv, heads, weight, eps, save, official)
+        outputs = load().forward(qkv, heads, weight, eps, save, official, auxiliary)
         if save:
             return tuple(outputs)
         nothing = qkv.new_empty(0)
         return outputs[0], nothing, nothing.clone(), nothing.clone()
 
     @_forward.register_fake
-    def _(qkv, weight, heads, eps, save, official):
+    def _(qkv, weight, heads, eps, save, official, auxiliary):
         b, n, three_c = qkv.shape
         d = three_c // (3 * heads)
         out = qkv.new_empty(b, n, heads, d)
@@ -180,26 +185,31 @@ if OPERATORS:
 
     @torch.library.custom_op("minicastling::linear_angular_conv_backward", mutates_args=(), device_types="cpu")
     def _backward(grad: Tensor, qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, official: bool,
-                  stats: Tensor, moments: Tensor, average: Tensor) -> tuple[Tensor, Tensor]:
-        """grad_qkv (B, N, 3C) and grad_weight (H, k) (empty without a conv) from the forward's saved tensors."""
-        grads = load().backward(grad.contiguous(), qkv, heads, weight, eps, official, stats, moments, average)
-        return grads[0], grads[1] if weight is not None else qkv.new_empty(0)
+                  stats: Tensor, moments: Tensor, average: Tensor, with_auxiliary: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """grad_qkv (B, N, 3C), grad_weight (H, k) and grad_auxiliary (B, H, N, d) (empty where there is none)."""
+        grads = load().backward(grad.contiguous(), qkv, heads, weight, eps, official, stats, moments, average,
+                                with_auxiliary)
+        return tuple(grads)
 
     @_backward.register_fake
-    def _(grad, qkv, weight, heads, eps, official, stats, moments, average):
-        return qkv.new_empty(qkv.shape), weight.new_empty(weight.shape) if weight is not None else qkv.new_empty(0)
+    def _(grad, qkv, weight, heads, eps, official, stats, moments, average, with_auxiliary):
+        b, n, three_c = qkv.shape
+        return (qkv.new_empty(qkv.shape), weight.new_empty(weight.shape) if weight is not None else qkv.new_empty(0),
+                qkv.new_empty(b, heads, n, three_c // (3 * heads)) if with_auxiliary else qkv.new_empty(0))
 
     def _setup_context(ctx, inputs, output):
-        qkv, weight, heads, eps, save, official = inputs
+        qkv, weight, heads, eps, save, official, auxiliary = inputs
         ctx.save_for_backward(qkv, weight, *output[1:])
-        ctx.heads, ctx.eps, ctx.saved, ctx.official = heads, eps, save, official
+        ctx.heads, ctx.eps, ctx.saved, ctx.official, ctx.auxiliary = heads, eps, save, official, auxiliary is not None
 
     def _autograd_backward(ctx, grad, *unused):
         if not ctx.saved:
             raise RuntimeError("linear_angular_conv was called with save=False, so it kept nothing to differentiate")
         qkv, weight, stats, moments, average = ctx.saved_tensors
-        grad_qkv, grad_weight = _backward(grad, qkv, weight, ctx.heads, ctx.eps, ctx.official, stats, moments, average)
-        return grad_qkv, grad_weight if weight is not None else None, None, None, None, None
+        grad_qkv, grad_weight, grad_auxiliary = _backward(grad, qkv, weight, ctx.heads, ctx.eps, ctx.official, stats,
+                                                          moments, average, ctx.auxiliary)
+        return (grad_qkv, grad_weight if weight is not None else None, None, None, None, None,
+                grad_auxiliary if ctx.auxiliary else None)
 
     _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 

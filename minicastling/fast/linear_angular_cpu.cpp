@@ -10,7 +10,8 @@
 // Notation per head: q_n, k_n, v_n (d) for token n of N; m_n = max(‖q_n‖, ε), q̂_n = q_n / m_n,
 // k̂_n likewise; kv = K̂ᵀV (d × d), ks = Σ_n k̂_n, vs = Σ_n v_n;
 //   kernel form:   average_n = (½ vs + kvᵀ q̂_n / π) · s_n,   s_n = 1 / (N/2 + q̂_n · ks / π)
-//   official form: average_n = u_n · s_n,  u_n = ½ v_n + kvᵀ q̂_n / π,  s_n = 1 / max(‖u_n‖, ε)
+//   official form: average_n = u_n · s_n,  u_n = ½ v_n + kvᵀ q̂_n / π (+ a_n),  s_n = 1 / max(‖u_n‖, ε)
+//                  with a_n the weighted softmax branch, which this form adds inside the normalisation
 //   out_n = average_n + Σ_t w_t v_{n + t − k/2}   (zero outside 0..N−1)
 #include <torch/extension.h>
 
@@ -163,8 +164,8 @@ struct Saved {
 };
 
 template <typename T, int D>
-void forward_head(const Head<T>& in, const T* w_head, int64_t ksize, T eps, bool official, T* out, int64_t out_stride,
-                  const Saved<T>* saved, std::vector<T>& scratch) {
+void forward_head(const Head<T>& in, const T* w_head, int64_t ksize, T eps, bool official, const T* aux, T* out,
+                  int64_t out_stride, const Saved<T>* saved, std::vector<T>& scratch) {
   constexpr int R = tile_rows<T, D>();
   const int64_t N = in.N;
   scratch.resize(std::max<size_t>(scratch.size(), 2 * N * D + 2 * N + D));
@@ -200,6 +201,7 @@ void forward_head(const Head<T>& in, const T* w_head, int64_t ksize, T eps, bool
         typename S::vec norm2 = {};
         for (int w = 0; w < W; ++w) {
           o[w] = T(0.5) * S::load(values + n * D + w * L) + S::load(&tile[r][w * L]) * (inv_m * inv_pi);
+          if (aux) o[w] += S::load(aux + n * D + w * L);  // the branch, (N, D) contiguous per head
           norm2 += o[w] * o[w];
         }
         s = T(1) / std::max(std::sqrt(S::sum(norm2)), eps);
@@ -242,7 +244,7 @@ void normalize_backward(const T* grad_hat, const T* x_hat, T inverse, T eps, T* 
 template <typename T, int D>
 void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, bool official, const T* grad, int64_t grad_stride,
                    const Saved<T>& saved, T* grad_q, T* grad_k, T* grad_v, int64_t grad_in_stride, T* grad_w,
-                   std::vector<T>& scratch) {
+                   T* grad_aux, std::vector<T>& scratch) {
   constexpr int R = tile_rows<T, D>();
   const int64_t N = in.N;
   scratch.resize(std::max<size_t>(scratch.size(), 3 * N * D + N + D));
@@ -263,6 +265,7 @@ void backward_head(const Head<T>& in, const T* w, int64_t ksize, T eps, bool off
     if (official) {  // o = u / max(‖u‖, ε): dL/du through the normalisation, and no denominator
       normalize_backward<T, D>(g, saved.average + n * grad_stride, s, eps, g_num + n * D);
       g_den[n] = 0;
+      if (grad_aux) std::copy(g_num + n * D, g_num + n * D + D, grad_aux + n * D);  // u holds a_n as it is
     } else {
       for (int i = 0; i < D; ++i) g_num[n * D + i] = g[i] * s;
       g_den[n] = -s * dot<T, D>(g, saved.average + n * grad_stride);
@@ -382,14 +385,25 @@ void check_inputs(const torch::Tensor& qkv, int64_t heads, const c10::optional<t
   }
 }
 
+void check_aux(const torch::Tensor& qkv, int64_t heads, bool official, const c10::optional<torch::Tensor>& aux) {
+  if (!aux) return;
+  const int64_t B = qkv.size(0), N = qkv.size(1), d = qkv.size(2) / (3 * heads);
+  TORCH_CHECK(official, "the softmax branch enters the kernel only in the official form; add it to the kernel form's output");
+  TORCH_CHECK(aux->is_contiguous() && aux->dim() == 4 && aux->size(0) == B && aux->size(1) == heads &&
+                  aux->size(2) == N && aux->size(3) == d && aux->scalar_type() == qkv.scalar_type(),
+              "the branch must be contiguous (B, H, N, d) in qkv's dtype, got ", aux->sizes());
+}
+
 }  // namespace
 
 // qkv (B, N, 3C), weight (H, k) or None → out (B, N, H, d), and if `save` the tensors backward needs:
 // stats (B, H, 3, N) = 1/m, 1/‖k‖ clamped, s; moments (B, H, d + 2, d); average (B, N, H, d).
-// official: the authors' form (½ v_n, L2-normalised output) instead of the kernel form.
+// official: the authors' form (½ v_n, L2-normalised output) instead of the kernel form; aux (B, H, N, d), the
+// weighted softmax branch, which the official form adds before its normalisation (None: no branch).
 std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, const c10::optional<torch::Tensor>& weight,
-                                   double eps, bool save, bool official) {
+                                   double eps, bool save, bool official, const c10::optional<torch::Tensor>& aux) {
   check_inputs(qkv, heads, weight);
+  check_aux(qkv, heads, official, aux);
   const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3, d = C / heads;
   const int64_t ksize = weight ? weight->size(1) : 0;
   auto out = torch::empty({B, N, heads, d}, qkv.options());
@@ -414,7 +428,8 @@ std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, cons
           Saved<T> saved{};
           if (save) saved = saved_at<T>(at, N, stats, moments, average);
           forward_head<T, D>(head_at(src + at.qkv, C, N), w ? w + (bh % heads) * ksize : nullptr, ksize, T(eps),
-                             official, dst + at.tokens, C, save ? &saved : nullptr, scratch);
+                             official, aux ? aux->data_ptr<T>() + bh * N * d : nullptr, dst + at.tokens, C,
+                             save ? &saved : nullptr, scratch);
         }
       });
     });
@@ -424,17 +439,19 @@ std::vector<torch::Tensor> forward(const torch::Tensor& qkv, int64_t heads, cons
   return {out, stats, moments, average};
 }
 
-// grad (B, N, H, d) contiguous, with forward's saved tensors → grad_qkv (B, N, 3C), grad_weight (H, k).
+// grad (B, N, H, d) contiguous, with forward's saved tensors → grad_qkv (B, N, 3C), grad_weight (H, k) (empty
+// without a conv), grad_aux (B, H, N, d) (empty unless with_aux).
 std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tensor& qkv, int64_t heads,
                                     const c10::optional<torch::Tensor>& weight, double eps, bool official,
                                     const torch::Tensor& stats, const torch::Tensor& moments,
-                                    const torch::Tensor& average) {
+                                    const torch::Tensor& average, bool with_aux) {
   check_inputs(qkv, heads, weight);
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == average.sizes() && grad.scalar_type() == qkv.scalar_type(),
               "grad must be contiguous (B, N, H, d) in qkv's dtype, got ", grad.sizes());
   const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3, d = C / heads;
   const int64_t ksize = weight ? weight->size(1) : 0;
   auto grad_qkv = torch::empty_like(qkv);
+  auto grad_aux = with_aux ? torch::empty({B, heads, N, d}, qkv.options()) : torch::empty({0}, qkv.options());
   auto grad_w = torch::zeros({B, heads, std::max<int64_t>(ksize, 1)}, qkv.options());  // summed over B below
   bool supported = true;
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "linear_angular_backward", [&] {
@@ -450,14 +467,14 @@ std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tens
           backward_head<T, D>(head_at(qkv.data_ptr<T>() + at.qkv, C, N), w ? w + (bh % heads) * ksize : nullptr, ksize,
                               T(eps), official, grad.data_ptr<T>() + at.tokens, C,
                               saved_at<T>(at, N, stats, moments, average),
-                              g, g + C, g + 2 * C, 3 * C, grad_w.data_ptr<T>() + bh * grad_w.size(2), scratch);
+                              g, g + C, g + 2 * C, 3 * C, grad_w.data_ptr<T>() + bh * grad_w.size(2),
+                              with_aux ? grad_aux.data_ptr<T>() + bh * N * d : nullptr, scratch);
         }
       });
     });
   });
   TORCH_CHECK(supported, "head_dim ", d, " has no compiled kernel (16, 24, 32, 48 or 64)");
-  if (!weight) return {grad_qkv};
-  return {grad_qkv, grad_w.sum(0)};
+  return {grad_qkv, weight ? grad_w.sum(0) : torch::empty({0}, qkv.options()), grad_aux};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
