@@ -104,3 +104,23 @@ def test_keep_freed_memory_leaves_another_c_library_alone(monkeypatch):
     libc = on_linux_with(monkeypatch, FakeLibc(1 << 40, glibc=False))
     assert runtime.keep_freed_memory() is False
     assert libc.calls == []
+
+
+def test_import_and_setup_build_nothing_on_an_empty_extensions_cache(tmp_path):
+    """A student's first cell: seconds, no compiler, nothing written to torch's extensions cache."""
+    env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
+    code = ("import time; started = time.perf_counter()\n"
+            "import minicastling as mc\nmc.setup()\n"
+            "print(f'{time.perf_counter() - started:.1f}')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert not (tmp_path / "extensions").exists() or not any((tmp_path / "extensions").iterdir())
+    assert "compiling the CPU kernel" not in done.stderr
+    assert float(done.stdout.split()[-1]) < 30, done.stdout
+
+
+def test_every_attention_kind_builds_right_after_import():
+    kinds = ["castling", "linear-angular", "softmax", "relu", "elu", "flatten", "performer"]
+    code = ("import minicastling as mc\n"  # nothing else imported first: the registry is whole already
+            f"print(sorted(type(mc.build_attention(kind, 64, 4)).__name__ for kind in {kinds!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "FeatureMapAttention" in done.stdout and "CastlingAttention" in done.stdout
