@@ -266,6 +266,8 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
     """
     started = time.perf_counter()
     run = prepare(recipe, Path(out), dataset, device, restart, progress, _silent if quiet else print)
+    resumed_from = len(run.history)
+    earlier = sum(row["seconds"] for row in run.history)  # a resumed run's time is its epochs' time, all of it
     try:
         for epoch in range(len(run.history), recipe.epochs):
             run.history.append(run_epoch(run, epoch, progress))
@@ -273,7 +275,7 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, run.history)
         run.set_alpha(run.schedule(1.0))  # 0: the branch is gone before castling
-        return finish(run, time.perf_counter() - started)
+        return finish(run, earlier + time.perf_counter() - started, resumed_from)
     finally:
         distributed.stop(run.process)
 
@@ -301,7 +303,7 @@ def report(run: Run) -> None:
     run.process.wait_for_all()
 
 
-def finish(run: Run, seconds: float) -> dict:
+def finish(run: Run, seconds: float, resumed_from: int = 0) -> dict:
     """Evaluate, castle, evaluate again, count MACs and how sharp the castled model's attention is;
     write metrics.json and the castled model (rank 0)."""
     recipe, model = run.recipe, run.evaluated
@@ -322,7 +324,7 @@ def finish(run: Run, seconds: float) -> dict:
         "macs_before_castling": macs_before, "macs_after_castling": macs_after,
         "mac_reduction": macs_before / macs_after, "attention_sharpness": attention_sharpness(model, probe),
         "weights": "average" if run.average is not None else "last",
-        "wall_time_s": seconds, "recipe": dataclasses.asdict(recipe), "history": "metrics.jsonl",
+        "wall_time_s": seconds, "resumed_from_epoch": resumed_from, "recipe": dataclasses.asdict(recipe), "history": "metrics.jsonl",
     }
     if run.process.main:
         config = dataclasses.asdict(model.config)

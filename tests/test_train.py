@@ -50,7 +50,7 @@ def stop_after_first_epoch(epoch, history):
 
 
 def comparable(metrics):
-    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "device")}
+    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "device", "resumed_from_epoch")}
 
 
 def test_interrupted_run_resumes_to_the_same_end(tmp_path):
@@ -62,6 +62,9 @@ def test_interrupted_run_resumes_to_the_same_end(tmp_path):
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = train(recipe, tmp_path / "resumed", dataset, device="cpu", progress=False)
     assert comparable(resumed) == comparable(straight)
+    assert (straight["resumed_from_epoch"], resumed["resumed_from_epoch"]) == (0, 1)
+    epochs_time = sum(json.loads(line)["seconds"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines())
+    assert resumed["wall_time_s"] >= epochs_time  # both invocations' epochs, not only the second's
     a = torch.load(tmp_path / "straight" / "model.pt")["model"]
     b = torch.load(tmp_path / "resumed" / "model.pt")["model"]
     assert all(torch.equal(a[key], b[key]) for key in a if isinstance(a[key], torch.Tensor))
@@ -100,7 +103,7 @@ def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
                 "macs_before_castling", "macs_after_castling", "wall_time_s"):
         assert key in metrics
     out = capsys.readouterr().out
-    assert "dataset: ImageDataset('digits'" in out and "before castling" in out and "the training-time model.s" in out
+    assert "dataset: ImageDataset('digits'" in out and "before castling" in out and "the training-time model's" in out
 
 
 def test_twins_never_switch_a_softmax_branch_on(tmp_path):
