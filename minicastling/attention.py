@@ -28,7 +28,7 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, similarity="softmax") ->
 def quadratic_attention(q, k, v, similarity="softmax") -> torch.Tensor:
     """Explicit O(N²) attention as Nadaraya–Watson kernel smoothing: o_i = Σ_j w_ij v_j.
 
-    `similarity` is a name from kernels.SIMILARITIES or a function (q, k) -> (…, N, M).
+    `similarity` is a name from similarity.SIMILARITIES or a function (q, k) -> (…, N, M).
     With "softmax" this is softmax(QKᵀ/√d)V (tutorial 01): the reference other forms are checked
     against. It builds the N×M matrix, so memory grows as N².
     """

@@ -196,6 +196,8 @@ WRONG = {
          "    return 4 * tokens * width * width + tokens * tokens * width", "1 × N²·C"),
         ("def softmax_attention_macs(tokens, width, heads):\n"
          "    return 4 * tokens * width * width + 2 * tokens * tokens * width // heads", "you count"),
+        ("def softmax_attention_macs(tokens, width, heads):\n"  # heads counted twice: a term, not the projections
+         "    return 4 * tokens * width ** 2 + 2 * heads * tokens ** 2 * width", "-4 × N²·C"),
     ],
     "castle_model": [
         ("def castle_model(model):\n    for m in model.modules():\n        if isinstance(m, CastlingAttention):\n"
@@ -235,7 +237,8 @@ WRONG = {
          "    return 100.0 * correct / len(labels)", "mode it had"),
         ("def accuracy_without_branch(model, images, labels):\n    copy_ = copy.deepcopy(model).eval()\n"
          "    set_alpha(copy_, 0.0)\n    with torch.no_grad():\n"
-         "        return (copy_(images).argmax(-1) == labels).float().mean().item()", "answer is 100"),
+         "        return (copy_(images).argmax(-1) == labels).float().mean().item()", "not a fraction"),
+        ("def accuracy_without_branch(model, images, labels):\n    return 100.0", "exactly 75 %"),
     ],
     "model_mask_density": [
         ("def model_mask_density(model, images):\n"
@@ -316,6 +319,9 @@ RIGHT = {
     "gaussian_attention": ["def gaussian_attention(q, k, v):\n"
                            "    bias = -0.5 * (k * k).sum(-1).unsqueeze(-2)\n"
                            "    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)",
+                           "def gaussian_attention(q, k, v):\n"  # an expanded view stores one row, not N × M
+                           "    bias = (-0.5 * (k * k).sum(-1))[..., None, :].expand(*q.shape[:-1], k.shape[-2])\n"
+                           "    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)",
                            "from torch.nn.functional import scaled_dot_product_attention\n\n"
                            "def gaussian_attention(q, k, v):\n"
                            "    one = torch.ones_like(q[..., :1])\n"
@@ -370,7 +376,9 @@ RIGHT = {
                                     "        + token_dwconv(v, conv_weight)"],
     "patchify": ["def patchify(images, patch):\n    return F.unfold(images, patch, stride=patch).transpose(1, 2)"],
     "softmax_attention_macs": ["def softmax_attention_macs(tokens, width, heads):\n"
-                               "    return 4 * tokens * width ** 2 + 2 * tokens ** 2 * width"],
+                               "    return 4 * tokens * width ** 2 + 2 * tokens ** 2 * width",
+                               "import numpy as np\n\ndef softmax_attention_macs(tokens, width, heads):\n"
+                               "    return np.int64(tokens) * width * (4 * width + 2 * tokens)"],
     "castle_model": ["def castle_model(model):\n    return mc.castle(model)"],
     "accuracy_without_branch": ["def accuracy_without_branch(model, images, labels):\n"
                                 "    twin = copy.deepcopy(model).eval()\n    set_alpha(twin, 0.0)\n    with torch.no_grad():\n"

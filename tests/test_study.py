@@ -40,6 +40,20 @@ def test_the_recipes_of_both_scales_are_valid_and_arms_share_everything_but_thei
     assert on.replace(alpha0=0.0) == off and on.fades_a_branch and not off.fades_a_branch
 
 
+def test_the_plan_runs_each_arm_once_pairs_every_contrast_and_the_references_on_fewer_seeds(tmp_path):
+    seeds = study.DESIGN["seeds"]
+    tasks = study.plan(study.PARTS, seeds, "cpu", False, tmp_path, 1)
+    assert len({t["out"] for t in tasks}) == len(tasks)
+    count = lambda dataset, arm: sum(t["dataset"] == dataset and t["arm"] == arm for t in tasks)  # noqa: E731
+    for c in study.CONTRASTS:  # both arms of a contrast run on at least the part's seeds
+        assert min(count(c["dataset"], c["a"]), count(c["dataset"], c["b"])) >= seeds[c["part"]]
+    for noise in study.DIAGNOSTIC_NOISES:
+        for arm in study.DIAGNOSTIC_REFERENCES:
+            assert count(study.same_different_name(noise), arm) == study.DESIGN["reference_seeds"]
+    twin = Recipe.from_dict(study.recipe_for("fashion-mnist", "softmax twin", 0, "cpu", False))
+    assert twin.model.form == "kernel"  # pinned: a change of the package's default form keeps its records
+
+
 def test_the_design_is_written_before_any_run(tmp_path, monkeypatch):
     def interrupted(task):
         raise KeyboardInterrupt

@@ -208,8 +208,16 @@ def same_gradients(ex: Exercise, fn, reference, case: dict, differentiable, rtol
         same_tensor(ex, got[name], expected[name], case, rtol, atol, what=f"the gradient with respect to `{name}`")
 
 
+def _stored_entries(tensor: torch.Tensor) -> int:
+    """How many entries a tensor really holds: an expanded view (stride 0) holds far fewer than it shows."""
+    try:
+        return min(tensor.numel(), tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1))
+    except (RuntimeError, NotImplementedError):  # a tensor without ordinary storage
+        return tensor.numel()
+
+
 class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any operation creates."""
+    """Records the largest tensor any operation creates, by the entries it stores."""
 
     def __init__(self):
         super().__init__()
@@ -218,8 +226,8 @@ class _LargestTensor(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for tensor in () if self.paused else out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(tensor, torch.Tensor) and tensor.numel() > self.numel:
-                self.shape, self.numel = tuple(tensor.shape), tensor.numel()
+            if isinstance(tensor, torch.Tensor) and _stored_entries(tensor) > self.numel:
+                self.shape, self.numel = tuple(tensor.shape), _stored_entries(tensor)
         return out
 
 

@@ -1,6 +1,8 @@
 """Tutorial 05 · the model: images to tokens, the MACs of one softmax attention layer, and castling a
 whole model."""
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 
@@ -27,18 +29,21 @@ def softmax_attention_macs(ex: Exercise, fn) -> None:
     from ..attention import SoftmaxAttention
     from ..measure import macs
 
-    for tokens, width, heads in [(64, 128, 4), (16, 64, 2), (196, 96, 3), (1, 32, 1), (1024, 256, 8)]:
+    # the first size tells the terms apart (at N = 2C, say, N·C² = 2 N²·C and a wrong term could pass for another)
+    for tokens, width, heads in [(196, 96, 3), (64, 128, 4), (16, 64, 2), (1, 32, 1), (1024, 256, 8)]:
         case = {"tokens": tokens, "width": width, "heads": heads}
         expected = macs(SoftmaxAttention(width, heads), torch.zeros(1, tokens, width))
         got = call(ex, fn, case)
-        if not isinstance(got, (int, float)) or isinstance(got, bool):
+        if not isinstance(got, numbers.Real) or isinstance(got, bool):
             raise CheckFailed(f"{ex.label}: return a number (an int); got a {type(got).__name__} for {describe(case)}.")
+        got = int(got) if isinstance(got, numbers.Integral) else float(got)  # numpy's integers are numbers too
         if got != expected:
             difference = expected - got
             units = {"N·C²": tokens * width * width, "N²·C": tokens * tokens * width, "N·C": tokens * width}
             explained = [f"{difference / size:g} × {name}" for name, size in units.items()
                          if difference % size == 0 and abs(difference / size) <= 4]
-            advice = f" The difference is {explained[0]}: a term of that size is missing or extra." if explained else ""
+            advice = (f" The difference is {' or '.join(explained)}: a term of that size is missing or extra."
+                      if explained else "")
             raise CheckFailed(f"{ex.label}: for {describe(case)} you count {got:,} MACs; the flop counter measures "
                               f"{expected:,} (you are {'under' if difference > 0 else 'over'} by {abs(difference):,}).{advice}")
     passed(ex, "your formula matches torch's flop counter on 5 layer sizes, from 1 to 1,024 tokens.")

@@ -5,7 +5,7 @@ H100); below that (T4, V100) fp16 autocast with a gradient scaler, since fp16's 
 otherwise underflow small gradients. torch.cuda.is_bf16_supported() answers True on a T4, where bf16
 is emulated and slow and cuDNN has no bf16 convolutions, so the choice reads the capability instead.
 The CPU trains in fp32 unless asked otherwise. The linear-angular core keeps its token reductions in
-fp32 under every choice (attention.linear_angular_attention, fused.LinearAngular).
+fp32 under every choice (attention.linear_angular_attention, fast.library_calls.LinearAngular).
 """
 
 import contextlib

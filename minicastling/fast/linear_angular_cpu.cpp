@@ -1,11 +1,11 @@
 // Linear-angular attention (kernel or official form) plus the authors' (k, 1) token conv, for the CPU.
 //
-// The same numbers as fused.LinearAngular followed by branches.TokenConv1d, computed one
+// The same numbers as library_calls.LinearAngular followed by branches.TokenConv1d, computed one
 // (image, head) at a time with everything that head touches in L1 cache: q, k, v are read
 // straight out of the qkv projection (B, N, 3C), K̂ᵀV is a d × d matrix, and the output is written
 // token-major (B, N, H, d), the layout the output projection reads. At the token counts the course
 // uses, the library-call path spends most of its time between calls (tutorial 07); here there is
-// one call per layer. Loaded and tested against the plain reference by cpu_extension.py.
+// one call per layer. Loaded and tested against the plain reference by cpu_kernel.py.
 //
 // Notation per head: q_n, k_n, v_n (d) for token n of N; m_n = max(‖q_n‖, ε), q̂_n = q_n / m_n,
 // k̂_n likewise; kv = K̂ᵀV (d × d), ks = Σ_n k̂_n, vs = Σ_n v_n;

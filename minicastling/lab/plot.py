@@ -217,21 +217,27 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
 
 
 def plot_dose_response(study: dict, arms: list, title: str = "Same/different: accuracy against noise"):
-    """Each arm's castled test accuracy at every noise level of the diagnostic task, mean and 95 % t-interval
-    over seeds, with chance (the test split's majority class) dashed."""
+    """Each arm's castled test accuracy at every noise level of the diagnostic task: every seed a dot
+    (outcomes here are often all or nothing, which a mean ± interval would hide), the mean a line;
+    chance (the test split's majority class) dashed."""
     levels = sorted((d for d in study["runs"] if d.startswith("same-different")), key=lambda d: float(d.split()[-1]))
     noise = [float(d.split()[-1]) for d in levels]
+    step = (max(noise) - min(noise)) / 60 if len(noise) > 1 else 0.001  # arms side by side at a level
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colours = {"softmax twin": TWIN, "castling, kernel form": CASTLING}
-    for arm in arms:
-        points = [mean_interval(study["runs"][d][arm]["accuracies"]) for d in levels if arm in study["runs"][d]]
-        ax.errorbar(noise[:len(points)], [m for m, _ in points], yerr=[h for _, h in points], marker="o", capsize=4,
-                    label=arm, color=colours.get(arm))
+    colours = {"softmax twin": TWIN, "castling, kernel form": CASTLING, "branch off, kernel form": "tab:green",
+               "linear-angular alone, kernel form": "tab:orange"}
+    for i, arm in enumerate(arms):
+        shift = (i - (len(arms) - 1) / 2) * step
+        present = [(x, study["runs"][d][arm]["accuracies"]) for x, d in zip(noise, levels) if arm in study["runs"][d]]
+        line, = ax.plot([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_",
+                        markersize=14, label=f"{arm} (mean; dots: seeds)", color=colours.get(arm))
+        ax.scatter([x + shift for x, a in present for _ in a], [v for _, a in present for v in a], s=14,
+                   color=line.get_color(), alpha=0.6)
     ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
     ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])", ylabel="test accuracy after castling (%)",
            title=title)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="lower left")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
