@@ -2,6 +2,7 @@
 submissions of tutorial 02 and read their scores from nbgrader's gradebook."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,10 @@ WRONG_AGREEMENT = ("def hyperplane_agreement(q, k, normals):\n"  # a product of 
 
 
 def nbgrader(*arguments, course: Path) -> subprocess.CompletedProcess:
-    command = [str(Path(sys.executable).with_name("nbgrader")), *arguments]
-    done = subprocess.run(command, cwd=course, capture_output=True, text=True)
+    scripts = Path(sys.executable).parent  # nbgrader runs `alembic` and a kernel from this environment by name
+    command = [str(scripts / "nbgrader"), *arguments]
+    env = {**os.environ, "PATH": os.pathsep.join([str(scripts), os.environ.get("PATH", "")])}
+    done = subprocess.run(command, cwd=course, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
