@@ -311,6 +311,10 @@ WRONG = {
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n"
          "    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)\n    return max(2, math.ceil((z * sd / difference) ** 2))",
          "too few"),
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 4\n"  # a search that starts too late
+         "    while True:\n        c, s = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd\n"
+         "        if stats.nct.sf(c, n - 1, s) + stats.nct.cdf(-c, n - 1, s) >= 0.8:\n            return n\n"
+         "        n += 1", "more than needed"),
     ],
 }
 RIGHT = {

@@ -114,7 +114,7 @@ def model_mask_density(ex: Exercise, fn) -> None:
         if any(m._forward_pre_hooks for m in model.modules()):
             raise CheckFailed(f"{ex.label}: your hooks are still registered on the model: remove each one "
                               "(hook.remove()) after the forward pass.")
-        same_number(ex, got, expected, case, rel_tol=1e-5, abs_tol=1e-6,
+        same_number(ex, got, expected, case, rel_tol=1e-5, abs_tol=1e-4,  # a few entries may sit on the threshold
                     explain=f"The model's layers use threshold={options['threshold']:g}, "
                             f"mask={options.get('mask', 'absolute')!r}.")
     passed(ex, "3 smoke models (absolute and relative masks) match minicastling.measure.mask_density, and each comes "

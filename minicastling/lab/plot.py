@@ -157,10 +157,11 @@ VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:purple", "equivalent": "
                    "undetermined": "tab:gray"}
 
 
-def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)"):
-    """Every contrast of a study (lab/study.py) as a dot with its paired 95 % interval, grouped by part and
-    coloured by verdict; the ±margin band is where two arms count as equivalent."""
-    contrasts = list(reversed(study["contrasts"]))
+def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
+                   parts=("primary", "secondary", "diagnostic")):
+    """The contrasts of a study's `parts` (lab/study.py) as dots with their paired 95 % intervals, grouped by
+    part and coloured by verdict; the ±margin band is where two arms count as equivalent."""
+    contrasts = list(reversed([c for c in study["contrasts"] if c["part"] in parts]))
     margin = study["design"]["margin"]
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(contrasts) + 1.6))
     ax.axvspan(-margin, margin, color="tab:olive", alpha=0.12, label=f"±{margin:g} point: the equivalence margin")

@@ -1,8 +1,9 @@
 """The statistics behind the study's verdicts: paired differences, power, equivalence, Holm.
 
 DESIGN: Evidence. Two arms trained with the same seed share their initialisation and data order, so
-they are compared by the per-seed differences d_i = a_i − b_i (a paired t-interval), which is about
-half as wide as an interval that ignores the pairing. A verdict is one of four words: *better* or
+they are compared by the per-seed differences d_i = a_i − b_i (a paired t-interval), which is narrower
+than an interval that ignores the pairing when the seed's luck moves both arms together (and, with
+n − 1 degrees of freedom against Welch's up to 2n − 2, a little wider when it does not). A verdict is one of four words: *better* or
 *worse* when the interval excludes 0, *equivalent* when two one-sided tests put the difference inside
 ±margin, *undetermined* otherwise — an interval that contains 0 is never read as "no effect". The
 quantiles, tests and intervals come from scipy.stats. Introduced in tutorial 07.
