@@ -92,14 +92,13 @@ DESIGN = {
                   "mde_target for both; the pilot's seeds are part of the final sample",
     "seeds": {"primary": 10, "secondary": 5, "diagnostic": 5},
     "reference_seeds": 2,  # the diagnostic's references place the task's difficulty; no contrast uses them
-    "seeds_note": "changes made while the study ran, outside the primary part: the "
-                  "secondary part was declared with 10 seeds and cut to 5, for CPU time, once the primary part and most of the "
-                  "first five secondary seeds had run; the diagnostic's references (linear-angular alone, the "
-                  "twin) were cut to 2 seeds per level, and its noise level 0.06 was dropped, for CPU time, before any of its "
+    "seeds_note": "changes made while the study ran, outside the primary part: the secondary part was "
+                  "declared with 10 seeds and cut to 5, for CPU time, once the primary part and most of the first "
+                  "five secondary seeds had run; the diagnostic's references (linear-angular alone, the twin) were "
+                  "cut to 2 seeds per level, and its noise level 0.06 was dropped, for CPU time, before any of its "
                   "runs, then restored after the first seeds at 0.03 and 0.04 had run, when linear-angular alone "
-                  "reached 91 % at 0.04, above the band the levels were meant to sit in; the exploratory parts' MDEs are "
-                  "reported; `study --part secondary "
-                  "--seeds 10` extends the secondary part",
+                  "reached 91 % at 0.04, above the band the levels were meant to sit in; the exploratory parts' "
+                  "MDEs are reported; `study --part secondary --seeds 10` extends the secondary part",
     # the pilot (results/study_pilot.json): 4 seeds of the primary arms, paired sd 0.36 (official) and 0.28
     # (kernel) points, so the design's minimum of 10 seeds already brings the MDE to about 0.36 and 0.28
     "pilot": {"results": "study_pilot.json", "seeds": 4, "seeds_chosen": 10},
