@@ -10,7 +10,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from .attention import FORMS
+from .castling import PATHS
 from .extras.files import InputError, shown
+from .extras.precision import PRECISIONS
 from .extras.runtime import keep_freed_memory
 from .model import ATTENTION_KINDS
 from .presets import PRESETS
@@ -34,8 +37,8 @@ def demo(args) -> int:
     """Train a CastlingAttention layer with the α schedule, castle it, show nothing changed."""
     import torch
 
-    from . import AlphaSchedule, CastlingAttention, setup
-    from .course import toy
+    from . import AlphaSchedule, CastlingAttention
+    from .course import setup, toy
 
     if args.steps < 1:
         return fail(f"--steps must be at least 1, got {args.steps}", BAD_ARGUMENT)
@@ -64,7 +67,8 @@ def bench(args) -> int:
     matplotlib.use("Agg")
     from .extras.files import save_json
     from .extras.runtime import describe, pick_device
-    from .lab.bench import full_benchmark, print_results
+    from .lab.bench import full_benchmark
+    from .lab.bench_report import print_results
     from .lab.plot import plot_benchmark
 
     out = Path(args.out)
@@ -90,7 +94,7 @@ def recipe_from(args):
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     chosen = dict(epochs=args.epochs, attention=args.attention, batch_size=args.batch_size, lr=args.lr,
                   seed=args.seed, compile=args.compile or None, train_images=args.train_images,
-                  crop_padding=args.crop_padding, flip=False if args.no_flip else None, form=args.form,
+                  crop_padding=args.crop_padding, flip=False if args.no_flip else None, form=args.form, path=args.path,
                   precision=args.precision, augment=args.augment, mixup=args.mixup, cutmix=args.cutmix,
                   drop_path=args.drop_path, ema=args.ema, alpha_hold=args.alpha_hold, alpha_end=args.alpha_end)
     changes = {key: value for key, value in chosen.items() if value is not None}
@@ -188,7 +192,10 @@ def parser() -> Parser:
     p.add_argument("--out", help="run directory (default runs/PRESET-ATTENTION); an unfinished run there resumes")
     p.add_argument("--attention", choices=ATTENTION_KINDS,
                    help="castling (default), its twins, or a zoo kind, trained by the same recipe")
-    p.add_argument("--form", choices=["kernel", "official"], help="linear-angular form (default official, the authors' form: the README says why)")
+    p.add_argument("--form", choices=FORMS, help="linear-angular form (default official: what the authors' code computes)")
+    p.add_argument("--path", choices=PATHS, help="which code computes castling attention (default auto: the CPU "
+                                                 "kernel on a CPU, library calls on a GPU; readable: the tutorials' "
+                                                 "formulas)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--train-images", type=int, help="use the first N training images")
@@ -197,7 +204,7 @@ def parser() -> Parser:
                                                     "Fashion-MNIST; CIFAR recipes: 4)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (digits, text)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16 on GPUs of compute capability >= 8.0, fp16 + gradient scaling below, "
                         "fp32 on the CPU")
     p.add_argument("--augment", type=float, help="TrivialAugment strength (0 off, 1 full; gpu preset: 1)")
@@ -230,7 +237,7 @@ def parser() -> Parser:
     p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--form", choices=["kernel", "official"], default="official")
+    p.add_argument("--form", choices=FORMS, default="official")
     p.add_argument("--conv", choices=["1d", "2d"], default="1d")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)

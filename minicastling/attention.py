@@ -1,26 +1,30 @@
-"""Attention: the O(N²) reference, linear-angular attention in O(N), and the modules.
+"""Attention as formulas: the O(N²) reference, linear-angular attention in O(N); the softmax module.
 
-Paper: Castling-ViT Sec. 3.2–3.3. Functional forms act per head on q (…, N, d), k (…, M, d),
-v (…, M, dv); modules act on tokens x (B, N, C). Introduced in tutorials 01, 03 and 04.
+Functional forms act per head on q (…, N, d), k (…, M, d), v (…, M, dv); modules act on tokens
+x (B, N, C). The castling module, which computes linear-angular attention inside a transformer
+layer, is in castling.py. Introduced in tutorials 01 and 03.
 """
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast import cpu_kernel, library_calls
-from .branches import make_conv_branch, masked_softmax_attention
-from .similarity import EPS, get_similarity, l2_normalize
+from .similarity import EPS, check_pair, get_similarity, l2_normalize
 
-FORMS = ("official", "kernel")
-MASKS = ("absolute", "relative")
+FORMS = ("official", "kernel")  # the two readings of the linear term: the authors' code, the kernel average
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, similarity="softmax") -> torch.Tensor:
-    """Row-normalised kernel weights sim(q_i, k_j) / Σ_j sim(q_i, k_j): (…, N, M)."""
+    """Row-normalised kernel weights sim(q_i, k_j) / Σ_j sim(q_i, k_j): (…, N, M).
+
+    For "softmax" this is softmax(QKᵀ/√d), computed as torch.softmax does (the largest score
+    subtracted first), so that large scores do not overflow exp: the one softmax helper of the package.
+    """
+    if similarity == "softmax":
+        check_pair(q, k)
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (…, N, M)
     scores = get_similarity(similarity)(q, k)  # (…, N, M)
     return scores / scores.sum(dim=-1, keepdim=True)
 
@@ -32,7 +36,7 @@ def quadratic_attention(q, k, v, similarity="softmax") -> torch.Tensor:
     With "softmax" this is softmax(QKᵀ/√d)V (tutorial 01): the reference other forms are checked
     against. It builds the N×M matrix, so memory grows as N².
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     return attention_weights(q, k, similarity) @ v  # (…, N, dv)
 
 
@@ -49,7 +53,7 @@ def linear_angular_attention(q, k, v, form="official", auxiliary=None, eps=EPS) 
     fast paths (minicastling.fast) compute the same numbers. Sums over tokens run in float32 (float64
     stays float64), also under autocast, where fp16 sums would overflow; the result has v's dtype.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     check_form(form)
     if form == "official" and q.shape[-2] != v.shape[-2]:
         raise ValueError(
@@ -133,143 +137,12 @@ class SoftmaxAttention(MultiHeadTokens):
         return self.merge(F.scaled_dot_product_attention(q, k, v))
 
 
-class CastlingAttention(MultiHeadTokens):
-    """Castling attention: linear-angular + DWConv(V) + α · masked softmax (training only).
-
-    Paper: Castling-ViT Fig. 3 / Sec. 3.3. The auxiliary branch's weight α is driven to 0 by an
-    AlphaSchedule; `castle()` then removes it, and inference is O(N). While α > 0 the branch is
-    part of the model in train and eval mode alike, so evaluation measures what was trained.
-
-    form: "official" (what the authors' released code computes; the default: castled, it scored a point
-    higher than the kernel form on Fashion-MNIST in the study, tutorial 07 and the README) or "kernel"
-    (the row-normalised linear angular kernel, the Nadaraya–Watson reading); see linear_angular_attention.
-    conv: "1d" (authors' (9, 1) kernel over tokens), "2d" (3×3 over the token grid) or None.
-    threshold: ε of the mask [softmax > ε]; with mask="relative" it is in units of the uniform
-    weight 1/N, so the mask keeps the weights above threshold/N (the authors' mask is "absolute").
-    alpha: the branch's initial weight.
-    Three paths compute the same numbers, chosen in `attend`: on the CPU the compiled kernel where it
-    covers the call (fast.cpu_kernel), else the readable form under torch.compile, else the
-    library-call path (fast.library_calls).
-    """
-
-    def __init__(
-        self, dim: int, num_heads: int = 4, *, qkv_bias: bool = False, form: str = "official",
-        conv: str | None = "1d", conv_kernel_size: int | None = None, threshold: float = 0.02,
-        mask: str = "absolute", alpha: float = 1.0, proj_drop: float = 0.0,
-    ):
-        super().__init__(dim, num_heads, qkv_bias, proj_drop)
-        check_form(form)
-        if mask not in MASKS:
-            raise ValueError(f"unknown mask {mask!r}; use 'absolute' (ε = threshold, the authors') or 'relative' "
-                             "(ε = threshold / N, in units of the uniform weight)")
-        if mask == "absolute" and not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold ε compares softmax probabilities, so it must be in [0, 1); got {threshold!r}")
-        if not (math.isfinite(threshold) and threshold >= 0.0):
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
-        self.form, self.threshold, self.mask = form, threshold, mask
-        self.conv = make_conv_branch(conv, dim, num_heads, conv_kernel_size)
-        self.castled = False
-        # α lives twice: a float for people and checks, and a buffer the forward multiplies by, so
-        # torch.compile sees a changing α as data rather than a constant that forces a recompile
-        self.register_buffer("alpha_weight", torch.zeros(()), persistent=False)
-        self.set_alpha(alpha)
-
-    @property
-    def auxiliary_active(self) -> bool:
-        return not self.castled and self.branch_on
-
-    def set_alpha(self, alpha: float) -> None:
-        """Set the auxiliary branch's weight; the training loop calls this with AlphaSchedule(t)."""
-        alpha = float(alpha)
-        if not (math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        if self.castled and alpha != 0.0:
-            raise RuntimeError("this attention is castled: its auxiliary branch is gone, so alpha must stay 0")
-        self.alpha = alpha
-        self.alpha_weight.fill_(alpha)
-        self.branch_on = alpha != 0.0  # a bool that flips once per run: cheap for torch.compile to guard
-
-    def castle(self, force: bool = False) -> "CastlingAttention":
-        """Remove the auxiliary softmax branch for O(N) inference.
-
-        Refuses while α > 0, since the outputs would change; `force=True` removes it anyway,
-        with a warning (tutorial 04 shows the harm). Once α = 0 the eval outputs stay bit-for-bit.
-        """
-        if self.alpha != 0.0:
-            message = (
-                f"castling while the auxiliary softmax branch still has weight alpha={self.alpha:g} "
-                "changes the model's outputs"
-            )
-            if not force:
-                raise RuntimeError(
-                    message + "; train until the AlphaSchedule reaches 0 (set_alpha(0.0)), "
-                    "or call castle(force=True) to remove it anyway"
-                )
-            warnings.warn(message + " (forced)", RuntimeWarning, stacklevel=2)
-            self.set_alpha(0.0)
-        self.castled = True
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.merge(self.attend(self.project(x)))  # (B, N, C)
-
-    def attend(self, qkv: torch.Tensor, branch: bool = True) -> torch.Tensor:
-        """The heads' output (B, H, N, d) before the projection; branch=False leaves out the softmax branch.
-
-        The one place that chooses how linear-angular attention is computed; every path gives the
-        same numbers as linear_angular_attention (tested in float64).
-        """
-        auxiliary = self.auxiliary(qkv) if branch and self.auxiliary_active else None  # skipped at α = 0: O(N²)
-        if cpu_kernel.covers(qkv, self.num_heads, self.form, self.conv):  # attention and 1-D conv, one C++ call
-            weight = None if self.conv is None else self.conv.conv.weight
-            return cpu_kernel.linear_angular_conv(qkv, self.num_heads, weight, form=self.form, auxiliary=auxiliary)
-        if _compiling():  # elsewhere under torch.compile: the readable form, which the compiler fuses
-            q, k, v = self.heads(qkv)  # (B, H, N, d) views
-            out = linear_angular_attention(q, k, v, form=self.form, auxiliary=auxiliary)
-        else:  # elsewhere: fewer passes over memory through library calls, with a hand-written backward
-            out, v = library_calls.linear_angular(qkv, self.num_heads, self.form, auxiliary)
-        return out if self.conv is None else out + self.conv(v)
-
-    def auxiliary(self, qkv: torch.Tensor) -> torch.Tensor:
-        """α · masked softmax attention (B, H, N, d) from the projection: the training-time branch."""
-        q, k, v = self.heads(qkv)  # (B, H, N, d) views
-        return self.alpha_weight * masked_softmax_attention(q, k, v, self.mask_threshold(k.shape[-2]))
-
-    def mask_threshold(self, keys: int) -> float:
-        """ε for `keys` keys: the threshold itself, or threshold / keys for mask="relative"."""
-        return self.threshold / keys if self.mask == "relative" else self.threshold
-
-    def get_extra_state(self):
-        return {"alpha": self.alpha, "castled": self.castled}
-
-    def set_extra_state(self, state):
-        self.castled = False
-        self.set_alpha(state["alpha"])
-        self.castled = bool(state["castled"])
-
-    def extra_repr(self) -> str:
-        return (f"form={self.form!r}, threshold={self.threshold}, mask={self.mask!r}, alpha={self.alpha:g}, "
-                f"castled={self.castled}")
-
-
-def set_alpha(module: nn.Module, alpha: float) -> None:
-    """Set α on every CastlingAttention inside `module` (what the training loop calls each step)."""
-    for layer in module.modules():
-        if isinstance(layer, CastlingAttention):
-            layer.set_alpha(alpha)
-
-
 def check_form(form: str) -> None:
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; use 'official' (authors' code) or 'kernel' (exact kernel)")
 
 
-def _compiling() -> bool:
-    """True while torch.compile traces the model (torch >= 2.3 names it torch.compiler.is_compiling)."""
-    return torch.compiler.is_compiling()
-
-
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
     if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
         raise ValueError(f"q, k, v need the same number of axes, at least (tokens, head_dim); got {shapes}")

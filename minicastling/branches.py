@@ -1,8 +1,8 @@
 """The two branches that stand in for the angular kernel's high-order residual.
 
-Paper: Castling-ViT Sec. 3.3. A depthwise convolution on V adds the local detail that the
-linear term smooths away; an auxiliary masked softmax attention adds the sharp peaks, during
-training only. Introduced in tutorial 04.
+The abstract: "we adopt two parameterized modules to approximate high-order residuals: a depthwise
+convolution and an auxiliary masked softmax attention". A depthwise convolution on V, as the authors'
+code applies it, and the masked softmax branch, present during training only. Introduced in tutorial 04.
 """
 
 import math
@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def attention_probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """softmax(QKᵀ/√d): (…, N, M)."""
-    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+from .attention import attention_weights
 
 
 def masked_softmax_attention(
@@ -27,7 +24,7 @@ def masked_softmax_attention(
     is above the threshold and puts 0 elsewhere: the mask and the product in one pass, with
     exactly that gradient. O(N²): training only.
     """
-    attn = attention_probabilities(q, k)  # (…, N, M)
+    attn = attention_weights(q, k, "softmax")  # (…, N, M)
     return F.threshold(attn, threshold, 0.0) @ v  # (…, N, dv)
 
 

@@ -10,9 +10,9 @@ import math
 import torch
 from torch import nn
 
-from .attention import CastlingAttention, SoftmaxAttention, attention_weights, set_alpha
-from .branches import attention_probabilities
-from .model import ViT, castled_copy, evaluating
+from .attention import SoftmaxAttention, attention_weights
+from .castling import CastlingAttention, castled_copy, set_alpha
+from .model import ViT, evaluating
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -101,7 +101,7 @@ def mask_density(model: nn.Module, images: torch.Tensor) -> float:
     """
     def density(layer, tokens):
         q, k, _ = layer.split_qkv(tokens)
-        return (attention_probabilities(q, k) > layer.mask_threshold(k.shape[-2])).float().mean().item()
+        return (attention_weights(q, k, "softmax") > layer.mask_threshold(k.shape[-2])).float().mean().item()
 
     densities = per_layer(model, images, CastlingAttention, density)
     return sum(densities) / len(densities) if densities else 0.0
@@ -143,7 +143,7 @@ def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
     """
     def sharpness(layer, tokens):
         q, k, _ = layer.split_qkv(tokens)
-        weights = attention_probabilities(q, k) if isinstance(layer, SoftmaxAttention) else \
+        weights = attention_weights(q, k, "softmax") if isinstance(layer, SoftmaxAttention) else \
             attention_weights(q, k, "angular-linear")  # (B, H, N, N)
         return row_sharpness(weights)
 

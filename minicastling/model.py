@@ -1,12 +1,11 @@
-"""A Vision Transformer for CIFAR-scale images with pluggable attention, and castle(model).
+"""A Vision Transformer for CIFAR-scale images with pluggable attention.
 
-Paper: Castling-ViT Sec. 3 and 4: the same ViT trained with castling attention (linear-angular +
-DWConv + auxiliary softmax), castled for O(N) inference, and compared with its softmax twin.
-Introduced in tutorial 05.
+The same ViT with castling attention (linear-angular + DWConv + auxiliary softmax, castled for O(N)
+inference) or with softmax attention in its place: the softmax twin, this course's design for a
+comparison in which only the attention differs. Introduced in tutorial 05.
 """
 
 import contextlib
-import copy
 import dataclasses
 import math
 from functools import partial
@@ -16,7 +15,8 @@ from einops import rearrange
 from torch import nn
 
 from . import zoo
-from .attention import CastlingAttention, SoftmaxAttention, set_alpha
+from .attention import FORMS, SoftmaxAttention
+from .castling import PATHS, CastlingAttention
 
 ATTENTIONS = {  # every attention kind by name: one registry, so the model never branches on strings
     "castling": CastlingAttention,
@@ -25,7 +25,14 @@ ATTENTIONS = {  # every attention kind by name: one registry, so the model never
     **zoo.ATTENTIONS,
 }
 ATTENTION_KINDS = tuple(ATTENTIONS)
+WITH_SOFTMAX_BRANCH = ("castling",)  # the kinds whose layers train with the masked softmax branch
+CASTLING_KINDS = ("castling", "linear-angular")  # the kinds built from CastlingAttention: form and path apply
 STEMS = ("patch", "conv")
+
+
+def has_softmax_branch(attention: str) -> bool:
+    """Whether a model of this attention kind trains with the masked softmax branch (while α > 0)."""
+    return attention in WITH_SOFTMAX_BRANCH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +53,8 @@ class ViTConfig:
     num_heads: int = 2
     mlp_ratio: float = 2.0
     attention: str = "castling"  # one of ATTENTION_KINDS; the zoo's kinds take the same DWConv branch
-    form: str = "official"  # linear-angular form, see attention.linear_angular_attention; the default: README
+    form: str = "official"  # linear-angular form, see attention.linear_angular_attention: the authors' code
+    path: str = "auto"  # which code computes castling attention: castling.choose_path
     conv: str | None = "1d"  # DWConv branch of castling attention: "1d", "2d" or None
     threshold: float = 0.02  # ε of the auxiliary branch's mask
     mask: str = "absolute"  # "absolute": keep softmax > ε (authors'); "relative": keep softmax > ε / N
@@ -56,6 +64,10 @@ class ViTConfig:
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention {self.attention!r}; use one of {ATTENTION_KINDS}")
+        if self.form not in FORMS:
+            raise ValueError(f"unknown form {self.form!r}; use one of {FORMS}")
+        if self.path not in PATHS:
+            raise ValueError(f"unknown path {self.path!r}; use one of {PATHS}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; use one of {STEMS}")
         if self.image_size % self.patch_size:
@@ -98,8 +110,10 @@ def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module
 
 
 def make_attention(config: ViTConfig) -> nn.Module:
-    options = {"castling": dict(form=config.form, conv=config.conv, threshold=config.threshold, mask=config.mask),
-               "linear-angular": dict(form=config.form), "softmax": {}}.get(config.attention, {"conv": config.conv})
+    options = {"castling": dict(form=config.form, conv=config.conv, threshold=config.threshold, mask=config.mask,
+                                path=config.path),
+               "linear-angular": dict(form=config.form, path=config.path),
+               "softmax": {}}.get(config.attention, {"conv": config.conv})
     return build_attention(config.attention, config.dim, config.num_heads, proj_drop=config.dropout, **options)
 
 
@@ -172,21 +186,6 @@ class ViT(nn.Module):
         return self.head(x.mean(dim=1))  # (B, classes)
 
 
-def castle(model: nn.Module, force: bool = False) -> nn.Module:
-    """Castle every CastlingAttention in `model`: all or none, refusing while any α > 0."""
-    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]
-    live = [m.alpha for m in layers if m.alpha != 0.0]
-    if live and not force:
-        raise RuntimeError(
-            f"{len(live)} of {len(layers)} castling attentions still weight their softmax branch "
-            f"(alpha={live[0]:g}); castling now changes the model. Train until the AlphaSchedule "
-            "reaches 0, or call castle(model, force=True)"
-        )
-    for layer in layers:
-        layer.castle(force=force)
-    return model
-
-
 @contextlib.contextmanager
 def evaluating(model: nn.Module):
     """The model in eval mode inside the block, back in the mode it was in after it."""
@@ -196,10 +195,3 @@ def evaluating(model: nn.Module):
         yield model
     finally:
         model.train(was_training)
-
-
-def castled_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` with α set to 0 and every castling attention castled: the inference model."""
-    castled = copy.deepcopy(model)
-    set_alpha(castled, 0.0)
-    return castle(castled)

@@ -8,14 +8,11 @@ the default is gpu with CUDA, else cpu) and size themselves with by_budget. Intr
 
 import dataclasses
 import math
-import os
 
-import torch
-
-from .model import ViTConfig
+from .extras.precision import PRECISIONS
+from .extras.runtime import BUDGET_VARIABLE, BUDGETS, budget
+from .model import ViTConfig, has_softmax_branch
 from .schedule import AlphaSchedule
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +70,8 @@ class Recipe:
 
     @property
     def fades_a_branch(self) -> bool:
-        """Only castling attention with α₀ > 0 has a softmax branch for the schedule to fade."""
-        return self.model.attention == "castling" and self.alpha0 > 0
+        """Only an attention with a softmax branch (model.has_softmax_branch), and α₀ > 0, has one to fade."""
+        return has_softmax_branch(self.model.attention) and self.alpha0 > 0
 
     def schedule(self):
         """α(t): the AlphaSchedule of a model with the branch, else 0 throughout."""
@@ -102,12 +99,11 @@ PRESETS = {
     "smoke": Recipe(model=ViTConfig(dim=32, depth=2, num_heads=2), epochs=2, batch_size=64, lr=2e-3,
                     warmup_epochs=1.0, crop_padding=4, train_images=512),
     "cpu": Recipe(),
-    # batch 256: a step's float32 estimate fits a 16 GiB T4 (extras/memory.py); 100 epochs as SL-ViT's anchor
+    # batch 256: a step's float32 estimate fits a 16 GiB T4 (memory.py); 100 epochs as SL-ViT's anchor
     "gpu": Recipe(model=ViTConfig(dim=256, depth=6, num_heads=8, patch_size=2, mlp_ratio=3.0, drop_path=0.1),
                   epochs=100, batch_size=256, lr=2e-3, warmup_epochs=5, crop_padding=4, augment=1.0, mixup=0.8,
                   cutmix=1.0, ema=0.9995, compile=True),
 }
-BUDGET_VARIABLE = "MINICASTLING_BUDGET"
 
 
 def get_recipe(preset: str, **changes) -> Recipe:
@@ -120,16 +116,6 @@ def get_recipe(preset: str, **changes) -> Recipe:
 def get_config(preset: str, **changes) -> ViTConfig:
     """A preset's model with any field changed: get_config("cpu", attention="softmax")."""
     return get_recipe(preset).model.replace(**changes)
-
-
-def budget() -> str:
-    """The budget mode, a preset's name: $MINICASTLING_BUDGET if set, else 'gpu' with CUDA and 'cpu' without."""
-    mode = os.environ.get(BUDGET_VARIABLE, "").strip().lower()
-    if not mode:
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if mode not in PRESETS:
-        raise ValueError(f"{BUDGET_VARIABLE}={mode!r} is not a budget; set it to one of {list(PRESETS)}")
-    return mode
 
 
 def by_budget(smoke, cpu, gpu):

@@ -19,14 +19,14 @@ def l2_normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 def cosine(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """q̂·k̂ for every pair: (…, N, d) × (…, M, d) → (…, N, M), clamped to [-1, 1]."""
-    _check_pair(q, k)
+    check_pair(q, k)
     x = l2_normalize(q) @ l2_normalize(k).transpose(-2, -1)  # (…, N, M)
     return x.clamp(-1.0, 1.0)  # rounding can leave |x| a hair above 1, outside arccos's domain
 
 
 def softmax_similarity(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """exp(q·k/√d): the kernel that row-normalised gives softmax attention (tutorial 01)."""
-    _check_pair(q, k)
+    check_pair(q, k)
     return torch.exp(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]))  # (…, N, M)
 
 
@@ -119,7 +119,7 @@ def get_similarity(name_or_fn):
     return SIMILARITIES[name_or_fn]
 
 
-def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
+def check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
     if q.dim() < 2 or k.dim() < 2:
         raise ValueError(
             f"q and k need shape (..., tokens, head_dim), got q {tuple(q.shape)} and k {tuple(k.shape)}"

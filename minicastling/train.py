@@ -19,17 +19,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .attention import set_alpha
 from .datasets import ImageDataset, load_dataset
 from .datasets.batches import DeviceData
 from .extras import distributed
 from .extras.augment import mix
-from .extras.ema import WeightAverage
+from .weight_average import WeightAverage
 from .extras.files import InputError, atomic_write, save_json, shown
 from .extras.precision import autocast, choose_precision, grad_scaler
 from .extras.runtime import describe, seed_everything
 from .measure import attention_sharpness, branch_share, count_macs, count_parameters, mask_density
-from .model import ViT, castle, evaluating
+from .castling import build_fast_path, castle, paths_run, set_alpha
+from .model import ViT, evaluating
 from .presets import Recipe
 
 
@@ -121,11 +121,14 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     config = recipe.model.replace(image_size=dataset.image_size, channels=dataset.channels,
                                   num_classes=dataset.num_classes)
     if device.type == "cuda":
-        from .extras.memory import check_fits
+        from .memory import check_fits
 
         say(check_fits(config, recipe.batch_size // process.world_size, device, precision))
     seed_everything(recipe.seed)
     model = ViT(config).to(device)
+    built = build_fast_path(model, device)
+    if built:
+        say(built)
     optimizer = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr)
     average = WeightAverage(model, recipe.ema) if recipe.ema else None
     subset = slice(0, recipe.train_images)
@@ -155,7 +158,9 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         say(f"resuming from {checkpoint.name} after epoch {len(history)} of {recipe.epochs}")
     net = distributed.wrap(model, process, device)
     net = torch.compile(net) if recipe.compile else net
-    say(f"model: dim {config.dim}, depth {config.depth}, {config.num_heads} heads, {config.attention} attention, {count_parameters(model):,} parameters, "
+    say(f"model: dim {config.dim}, depth {config.depth}, {config.num_heads} heads, {config.attention} attention"
+        + (f" ({config.form} form, path {config.path})" if paths_run(model, device) else "")
+        + f", {count_parameters(model):,} parameters, "
         f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs; precision {precision}"
         + (f"; {process.world_size} processes" if process.world_size > 1 else ""))
     return Run(recipe, out, dataset, device, process, precision, model, net, optimizer, scaler,
@@ -303,13 +308,22 @@ def report(run: Run) -> None:
     run.process.wait_for_all()
 
 
+def attention_paths(run: Run) -> list:
+    """The code each castling layer ran (castling.choose_path); under torch.compile "auto" means the compiled
+    readable form wherever it does not mean the CPU kernel."""
+    ran = paths_run(run.model, run.device)
+    if run.recipe.compile and run.recipe.model.path == "auto":
+        ran = ["readable (compiled)" if path == "library" else path for path in ran]
+    return ran
+
+
 def finish(run: Run, seconds: float, resumed_from: int = 0) -> dict:
     """Evaluate, castle, evaluate again, count MACs and how sharp the castled model's attention is;
     write metrics.json and the castled model (rank 0)."""
     recipe, model = run.recipe, run.evaluated
     accuracy_before = evaluate(model, run.test_data, run.precision, run.process)
     with_branch = copy.deepcopy(model).cpu()  # the training-time model: softmax branch on
-    set_alpha(with_branch, recipe.alpha0 if recipe.model.attention == "castling" else 0.0)
+    set_alpha(with_branch, recipe.alpha0 if recipe.fades_a_branch else 0.0)
     macs_before = count_macs(with_branch)
     castle(model)
     accuracy_after = evaluate(model, run.test_data, run.precision, run.process)
@@ -324,6 +338,7 @@ def finish(run: Run, seconds: float, resumed_from: int = 0) -> dict:
         "macs_before_castling": macs_before, "macs_after_castling": macs_after,
         "mac_reduction": macs_before / macs_after, "attention_sharpness": attention_sharpness(model, probe),
         "weights": "average" if run.average is not None else "last",
+        "attention_path": {"asked": recipe.model.path, "ran": attention_paths(run)},
         "wall_time_s": seconds, "resumed_from_epoch": resumed_from, "recipe": dataclasses.asdict(recipe), "history": "metrics.jsonl",
     }
     if run.process.main:

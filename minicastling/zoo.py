@@ -14,7 +14,7 @@ from torch import nn
 
 from functools import partial
 
-from .attention import MultiHeadTokens, _check_qkv
+from .attention import MultiHeadTokens, check_qkv
 from .branches import make_conv_branch
 
 
@@ -76,7 +76,7 @@ KINDS = (*FEATURE_MAPS, "performer")  # the zoo's attention kinds; Performer's m
 
 def linear_attention(q, k, v, feature_map, eps: float = 1e-6) -> torch.Tensor:
     """o_i = φ(q_i)ᵀ(Σ_j φ(k_j)v_jᵀ) / (φ(q_i)ᵀ Σ_j φ(k_j) + eps), in O(N m dv) for m features."""
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     phi_q, phi_k = feature_map(q), feature_map(k)  # (…, N, m), (…, M, m)
     kv = phi_k.transpose(-2, -1) @ v  # (…, m, dv)
     normaliser = phi_q @ phi_k.sum(dim=-2).unsqueeze(-1)  # (…, N, 1)

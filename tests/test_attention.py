@@ -6,13 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minicastling.attention import (
-    CastlingAttention,
-    SoftmaxAttention,
-    linear_angular_attention,
-    quadratic_attention,
-)
+from minicastling.attention import SoftmaxAttention, linear_angular_attention, quadratic_attention
 from minicastling.branches import masked_softmax_attention
+from minicastling.castling import CastlingAttention
 from minicastling.model import build_attention
 
 

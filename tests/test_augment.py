@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minicastling.extras.augment import OPERATIONS, apply_operation, mix, trivial_augment
-from minicastling.extras.ema import WeightAverage
+from minicastling.weight_average import WeightAverage
 from minicastling.model import DropPath, ViT
 from minicastling.presets import get_config
 
@@ -87,7 +87,7 @@ def test_models_without_the_ingredients_draw_no_extra_random_numbers():
 
 
 def test_the_weight_average_follows_the_weights_and_copies_alpha():
-    from minicastling.attention import set_alpha
+    from minicastling.castling import set_alpha
 
     torch.manual_seed(0)
     model = ViT(get_config("smoke"))

@@ -5,16 +5,9 @@ import torch
 
 from minicastling import __main__ as cli
 from minicastling import presets
-from minicastling.extras import runtime
-from minicastling.extras.memory import peak_memory
-from minicastling.lab.bench import (
-    ATTENTION_FUNCTIONS,
-    crossover,
-    goal_rows,
-    machine_limits,
-    print_thread_scaling,
-    scaling_sweep,
-)
+from minicastling.memory import peak_memory
+from minicastling.lab.bench import ATTENTION_FUNCTIONS, crossover, goal_rows, machine_limits, scaling_sweep
+from minicastling.lab.bench_report import print_thread_scaling
 from minicastling.lab.timing import interleaved_times, median_time, ratio_summary
 from minicastling.measure import macs
 
@@ -53,6 +46,7 @@ def test_crossover_is_where_the_fast_method_wins_from_then_on():
 
 
 def test_budget_switch(monkeypatch):
+    assert tuple(presets.PRESETS) == presets.BUDGETS  # each budget mode is the preset of its name
     monkeypatch.setenv("MINICASTLING_BUDGET", "smoke")
     assert presets.budget() == "smoke" and presets.by_budget(1, 2, 3) == 1
     monkeypatch.setenv("MINICASTLING_BUDGET", "huge")
@@ -84,6 +78,8 @@ def test_bench_command_prints_ratios_and_writes_json_and_plot(capsys, tmp_path):
     assert all(r["speedup_min"] <= r["speedup"] <= r["speedup_max"] for r in results["modules"])
     assert results["memory_4096"]["linear-angular (kernel)"]["vs_explicit"] < 0.5
     assert [r["tokens"] for r in results["floor"]] == [64, 256] and results["compiled"] == {"skipped": "quick run"}
+    assert [r["tokens"] for r in results["training_steps"]] == [49, 196] and "training step of the cpu preset" in out
+    assert results["cpu_kernel"].startswith("CPU kernel:") and "cpu preset's training step, branch on vs twin" in out
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
 
@@ -106,10 +102,14 @@ def test_goals_are_judged_in_their_direction():
     results = {"modules": [{"tokens": 256, "mode": "forward", "speedup": 1.6, "speedup_min": 1.4, "speedup_max": 1.7}],
                "model_ratios": [{"tokens": 64, "inference_speedup": 0.9, "inference_speedup_min": 0.8,
                                  "inference_speedup_max": 1.0, "training_cost": 1.4, "training_cost_min": 1.3,
-                                 "training_cost_max": 1.6}]}
+                                 "training_cost_max": 1.6}],
+               "training_steps": [{"tokens": 49, "cost": 1.12, "cost_min": 1.05, "cost_max": 1.2},
+                                  {"tokens": 196, "cost": 1.12, "cost_min": 1.05, "cost_max": 1.2}]}
     verdicts = {(g["what"], g["tokens"]): g["met"] for g in goal_rows(results)}
     assert verdicts == {("castled module vs twin, forward", 256): True, ("castled model vs twin, inference", 64): False,
-                        ("training step with the branch, cost vs twin", 64): True}
+                        ("training step with the branch, cost vs twin", 64): True,
+                        ("cpu preset's training step, branch on vs twin", 49): False,
+                        ("cpu preset's training step, branch on vs twin", 196): True}
 
 
 def test_macs_count_a_depthwise_convolution_backward_as_twice_its_forward():
@@ -177,18 +177,3 @@ def test_machine_limits_restore_the_thread_count():
     limits = machine_limits(repeats=1)
     assert torch.get_num_threads() == before and limits["threads"] == before
     assert ("matmul_gflops_one_thread" in limits) == (before > 1)
-
-
-def test_allocator_effect_times_both_models_in_fresh_processes_each_way(capsys):
-    from minicastling.lab.bench import allocator_effect, print_allocator_effect
-
-    runs = allocator_effect(processes=1, preset="smoke", shape={}, batch=2, tokens=(64,), repeats=1)
-    assert [run["keep"] for run in runs] == [False, True]
-    assert runs[0]["kept"] is False
-    assert runs[1]["kept"] is runtime.keep_freed_memory()  # applied in the child where it applies here
-    for run in runs:
-        assert [(r["tokens"], r["model"]) for r in run["rows"]] == [(64, "twin"), (64, "castled")]
-        assert all(r["ms"] > 0 and r["faults"] >= 0 for r in run["rows"])
-    print_allocator_effect(runs)
-    printed = capsys.readouterr().out
-    assert "glibc's default" in printed and "64 tokens: twin" in printed

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minicastling.course import toy
-from minicastling.attention import CastlingAttention, set_alpha
+from minicastling.castling import CastlingAttention, set_alpha
 from minicastling.branches import GridConv2d, TokenConv1d
 from minicastling.schedule import AlphaSchedule
 

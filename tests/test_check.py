@@ -153,11 +153,11 @@ WRONG = {
          "exactly 0"),
     ],
     "mass_kept": [
-        ("def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n    return (p > threshold).float().mean(-1)",
+        ("def mass_kept(q, k, threshold):\n    p = attention_weights(q, k, \"softmax\")\n    return (p > threshold).float().mean(-1)",
          "wrong values"),
-        ("def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n    kept = p * (p > threshold)\n"
+        ("def mass_kept(q, k, threshold):\n    p = attention_weights(q, k, \"softmax\")\n    kept = p * (p > threshold)\n"
          "    return kept.sum(-1) / kept.sum(-1)", "wrong values"),
-        ("def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n    return (p * (p > threshold)).sum(-2)",
+        ("def mass_kept(q, k, threshold):\n    p = attention_weights(q, k, \"softmax\")\n    return (p * (p > threshold)).sum(-2)",
          "wrong values"),
     ],
     "token_dwconv": [
@@ -366,7 +366,7 @@ RIGHT = {
                  "    s = torch.clamp(t / end, max=1.0)\n    return float(alpha0 * 0.5 * (1 + torch.cos(math.pi * s)))",
                  "def alpha_at(t, alpha0, end):\n    import numpy as np\n"
                  "    return np.float32(0.0) if t >= end else np.float32(alpha0 * 0.5 * (1 + np.cos(np.pi * t / end)))"],
-    "mass_kept": ["def mass_kept(q, k, threshold):\n    p = attention_probabilities(q, k)\n"
+    "mass_kept": ["def mass_kept(q, k, threshold):\n    p = attention_weights(q, k, \"softmax\")\n"
                   "    return torch.where(p > threshold, p, torch.zeros_like(p)).sum(-1)"],
     "token_dwconv": ["def token_dwconv(v, weight):\n    b, h, n, d = v.shape\n    size = weight.shape[1]\n"
                      "    x = v.permute(0, 1, 3, 2).reshape(b, h * d, n)\n"
@@ -607,7 +607,7 @@ def test_setup_cells_are_identical_and_install_only_when_missing():
         setup = next(source_of(c) for c in read_notebook(path)["cells"] if c["cell_type"] == "code")
         boot = setup[: setup.index("importlib.invalidate_caches()")]
         assert re.search(r'if importlib\.util\.find_spec\("minicastling"\) is None:', boot)
-        assert "pip" in boot and "MINICASTLING_SOURCE" in boot and "mc.setup(" in setup
+        assert "pip" in boot and "MINICASTLING_SOURCE" in boot and "device = setup(seed=0)" in setup
         boots.add(boot)
     assert len(boots) == 1, "every tutorial must start with the same setup lines"
 

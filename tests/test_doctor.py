@@ -1,16 +1,17 @@
-"""`minicastling.doctor()` and `python -m minicastling doctor`: the environment, in a few lines."""
+"""`doctor()` and `python -m minicastling doctor`: the environment, in a few lines."""
 
 import numpy as np
 import pytest
 
 import minicastling
+from minicastling.course import doctor
 from minicastling.__main__ import main
 
 
 def test_doctor_reports_versions_device_budget_and_an_empty_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINICASTLING_DATA", str(tmp_path))
     monkeypatch.setenv("MINICASTLING_BUDGET", "cpu")
-    text = minicastling.doctor()
+    text = doctor()
     assert capsys.readouterr().out.strip() == text
     for expected in (f"minicastling     {minicastling.__version__}", "torch ", "device (auto)", "cuda ",
                      "budget           cpu (from $MINICASTLING_BUDGET=cpu)", str(tmp_path), "not downloaded",
@@ -30,4 +31,4 @@ def test_doctor_reports_the_cache_state(present, words, tmp_path, monkeypatch, c
 
 def test_doctor_reports_a_bad_budget_instead_of_failing(monkeypatch):
     monkeypatch.setenv("MINICASTLING_BUDGET", "huge")
-    assert "budget           INVALID" in minicastling.doctor()
+    assert "budget           INVALID" in doctor()

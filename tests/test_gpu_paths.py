@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minicastling.extras import memory, precision
+from minicastling import memory
+from minicastling.extras import precision
 from minicastling.attention import linear_angular_attention
 from minicastling.datasets.images import save_npz
 from minicastling.fast.library_calls import linear_angular

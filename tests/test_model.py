@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from minicastling.attention import CastlingAttention, SoftmaxAttention, set_alpha
+from minicastling.attention import SoftmaxAttention
+from minicastling.castling import CastlingAttention, castle, set_alpha
 from minicastling.measure import count_macs, count_parameters, macs_by_variant, mask_density
-from minicastling.model import ViT, castle
+from minicastling.model import ViT
 from minicastling.presets import PRESETS, get_config
 
 

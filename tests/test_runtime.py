@@ -46,16 +46,16 @@ def test_keep_freed_memory_stops_the_page_faults_of_freed_tensors():
 def test_describe_and_setup_build_nothing(monkeypatch, capsys):
     import torch
 
-    import minicastling as mc
+    from minicastling.course import setup
     from minicastling.fast import cpu_kernel
 
     def no_build():
         raise AssertionError("the CPU kernel was built by a call that does not need it")
 
-    monkeypatch.setattr(cpu_kernel, "load", no_build)
+    monkeypatch.setattr(cpu_kernel, "build", no_build)
     line = runtime.describe(torch.device("cpu"))
     assert line.startswith("minicastling ") and "budget smoke" in line
-    mc.setup()
+    setup()
     assert capsys.readouterr().out.strip() == line
 
 
@@ -107,15 +107,25 @@ def test_keep_freed_memory_leaves_another_c_library_alone(monkeypatch):
 
 
 def test_import_and_setup_build_nothing_on_an_empty_extensions_cache(tmp_path):
-    """A student's first cell: seconds, no compiler, nothing written to torch's extensions cache."""
+    """A student's first cell and first forward pass: seconds, no compiler, nothing written to torch's extensions cache."""
     env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
     code = ("import time; started = time.perf_counter()\n"
-            "import minicastling as mc\nmc.setup()\n"
+            "import torch\nimport minicastling as mc\nfrom minicastling.course import setup\nsetup()\n"
+            "mc.CastlingAttention(64, 2)(torch.randn(2, 9, 64)).sum().backward()  # a forward builds nothing either\n"
             "print(f'{time.perf_counter() - started:.1f}')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert not (tmp_path / "extensions").exists() or not any((tmp_path / "extensions").iterdir())
     assert "compiling the CPU kernel" not in done.stderr
     assert float(done.stdout.split()[-1]) < 30, done.stdout
+
+
+def test_import_loads_the_method_only():
+    """`import minicastling` brings in neither matplotlib nor scipy, nor the lab or the course."""
+    code = ("import sys\nimport minicastling\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('matplotlib', 'scipy'))}"
+            " | {m for m in sys.modules if m.startswith(('minicastling.lab', 'minicastling.course', 'minicastling.check'))}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_every_attention_kind_builds_right_after_import():

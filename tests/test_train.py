@@ -107,7 +107,7 @@ def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
 
 
 def test_twins_never_switch_a_softmax_branch_on(tmp_path):
-    from minicastling.attention import CastlingAttention
+    from minicastling.castling import CastlingAttention
 
     dataset = stand_in(128, 32)
     for attention in ("linear-angular", "softmax"):

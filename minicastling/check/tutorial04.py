@@ -34,10 +34,10 @@ def alpha_at(ex: Exercise, fn) -> None:
                            "probability do those entries hold together? Rows already sum to 1, so no division is needed.")
 def mass_kept(ex: Exercise, fn) -> None:
     """The share of each softmax row's probability that the mask [softmax > ε] keeps: what the branch passes on."""
-    from ..branches import attention_probabilities
+    from ..attention import attention_weights
 
     def reference(q, k, threshold):
-        probabilities = attention_probabilities(q, k)  # (…, N, M)
+        probabilities = attention_weights(q, k, "softmax")  # (…, N, M)
         return (probabilities * (probabilities > threshold)).sum(-1)  # (…, N)
 
     cases = [dict(case, threshold=threshold) for case, threshold in zip(_qk_cases(11, scale=2.0), (0.02, 0.1, 0.5, 0.2))]

@@ -63,7 +63,7 @@ def castling_model():
                               "why must no layer change when one of them, any one, cannot be castled?")
 def castle_model(ex: Exercise, fn) -> None:
     """Castle every layer or none: refuse (RuntimeError) while any α > 0, before touching a layer."""
-    from ..attention import CastlingAttention, set_alpha
+    from ..castling import CastlingAttention, set_alpha
 
     for live in (2, 0, 3):  # a middle layer, the first, the last
         model = castling_model()

@@ -11,7 +11,7 @@ def _model_with_live_branch(seed: int, training: bool = True):
     """A smoke castling ViT in training mode whose layers weight the softmax branch differently, images and labels
     on which forcing α to 0 changes some predictions. The labels are what the α = 0 model predicts, but for
     the last `wrong` images, shifted by one class: the α = 0 accuracy is known exactly and is not 100."""
-    from ..attention import CastlingAttention, set_alpha
+    from ..castling import CastlingAttention, set_alpha
     from ..model import ViT, evaluating
     from ..presets import get_config
 
@@ -37,7 +37,7 @@ def _model_with_live_branch(seed: int, training: bool = True):
                               "back each layer's own α and the mode the model was in: the caller keeps training it.")
 def accuracy_without_branch(ex: Exercise, fn) -> None:
     """Test accuracy (%) with the softmax branch forced off: how much a model still training leans on it."""
-    from ..attention import CastlingAttention
+    from ..castling import CastlingAttention
     from ..model import evaluating
 
     for seed, training in ((0, True), (1, False)):
@@ -74,7 +74,7 @@ def accuracy_without_branch(ex: Exercise, fn) -> None:
 
 def _layers_and_tokens() -> list:
     """CastlingAttention layers of several kinds and token batches that make their masks fire to different degrees."""
-    from ..attention import CastlingAttention
+    from ..castling import CastlingAttention
 
     g = torch.Generator().manual_seed(26)
     cases = []

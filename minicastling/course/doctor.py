@@ -69,13 +69,14 @@ def _kernel_state() -> str:
     except ValueError as error:
         return f"INVALID: {error}"
     if cpu_kernel.is_built():
-        return "built, in torch's extensions cache"
-    return "not built yet: compiled the first time castled attention runs on the CPU (about a minute; needs a C++ compiler)"
+        return "built, in torch's extensions cache (train, bench and study load it with cpu_kernel.build())"
+    return ("not built yet: cpu_kernel.build() compiles it, which train, bench and study call first (about a "
+            "minute; needs a C++ compiler and ninja)")
 
 
 def _memory_lines() -> list:
     """The gpu preset's training step against the memory of common GPUs (estimated; see memory.py)."""
-    from ..extras.memory import table
+    from ..memory import table
     from ..presets import get_config, get_recipe
 
     batch = get_recipe("gpu").batch_size
@@ -134,7 +135,7 @@ def _fashion_mnist_state() -> str:
 
 def report() -> str:
     """The whole report as text."""
-    from .. import __version__
+    from ..extras.version import __version__
 
     colab = "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
     lines = [

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attention import SoftmaxAttention, set_alpha
+from ..attention import SoftmaxAttention
+from ..castling import set_alpha
 from ..schedule import AlphaSchedule
 
 

@@ -1,11 +1,28 @@
 """Where a run happens: the device, seeds, the allocator, and the one line that says so."""
 
 import ctypes
+import os
 import platform
 import random
 
 import numpy as np
 import torch
+
+from .version import __version__
+
+BUDGETS = ("smoke", "cpu", "gpu")  # the budget modes, each a preset's name (presets.PRESETS)
+BUDGET_VARIABLE = "MINICASTLING_BUDGET"
+
+
+def budget() -> str:
+    """The budget mode, a preset's name: $MINICASTLING_BUDGET if set, else 'gpu' with CUDA and 'cpu' without."""
+    mode = os.environ.get(BUDGET_VARIABLE, "").strip().lower()
+    if not mode:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if mode not in BUDGETS:
+        raise ValueError(f"{BUDGET_VARIABLE}={mode!r} is not a budget; set it to one of {list(BUDGETS)}")
+    return mode
+
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' → cuda, then mps, then cpu; anything else is passed to torch.device."""
@@ -56,9 +73,6 @@ def keep_freed_memory() -> bool:
 
 def describe(device: torch.device) -> str:
     """One line naming versions, device and budget: the header of every notebook and run. Builds nothing."""
-    from .. import __version__
-    from ..presets import budget
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return (f"minicastling {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
             f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}")

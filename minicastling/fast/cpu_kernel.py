@@ -1,22 +1,25 @@
-"""The CPU kernel: linear-angular attention and its DWConv branch in one compiled call.
+"""The CPU kernel: linear-angular attention, its DWConv branch and its masked softmax branch in one call.
 
 At the token counts the course uses, library calls cost more than the arithmetic they do: each
 reads and writes a few hundred KiB, and the time goes between calls (tutorial 07). The C++ source
 beside this file does the same arithmetic one (image, head) at a time, with that head's q, k, v and
-its d × d matrix K̂ᵀV in L1 cache, forward and backward.
+its d × d matrix K̂ᵀV in cache, forward and backward. The masked softmax branch, while training has it,
+runs inside the same call as flash attention runs softmax attention: a block of query rows against
+all keys, O(N) numbers kept per row instead of the N × N matrix, the weights recomputed in the backward.
 
 It is registered as the operator `torch.ops.minicastling.linear_angular_conv` (torch.library), with
 a fake implementation for tracing, its backward as a second operator, and a FLOP formula, so
-torch.compile calls it and torch's flop counter counts it like any aten operator. The C++ is built
-by torch.utils.cpp_extension the first time a call needs it (a C++ compiler and ninja; about a
-minute, said in one line) and cached for later processes. It covers CPU tensors, both forms (with the
-softmax branch's output passed in for the official form, which adds it inside its normalisation), the
-1-D token conv or none, head_dim 16, 24, 32, 48 or 64, on torch >= 2.4 (torch.library's custom_op). For
-anything else, a build that fails (one warning), or MINICASTLING_CPU_KERNEL=0, CastlingAttention takes
-another path with the same numbers (attention.CastlingAttention.attend).
+torch.compile calls it and torch's flop counter counts it like any aten operator.
+
+Nothing here compiles anything by itself: `build()` is the one step that does (torch.utils.cpp_extension,
+a C++ compiler and ninja; about a minute the first time on a machine, said in one line, then cached for
+later processes). `train`, `bench` and `study` call it; a notebook calls it where it shows the fast
+path. Until it has run in a process, `ready()` is False and CastlingAttention's automatic path takes
+the library calls (castling.choose_path). It covers CPU tensors, both forms, the 1-D token conv or none,
+the softmax branch, head_dim 16, 24, 32, 48 or 64, on torch >= 2.4 (torch.library's custom_op).
+MINICASTLING_CPU_KERNEL=0 turns it off.
 """
 
-import functools
 import os
 import platform
 import sys
@@ -26,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from ..branches import TokenConv1d
 from ..similarity import EPS
 
 SOURCE = Path(__file__).parent / "linear_angular_cpu.cpp"
 HEAD_DIMS = (16, 24, 32, 48, 64)
 SWITCH = "MINICASTLING_CPU_KERNEL"
 OPERATORS = hasattr(torch.library, "custom_op")  # torch >= 2.4
+_built = {"module": None, "tried": False}  # what build() found, for this process
 
 
 def enabled() -> bool:
@@ -75,18 +78,30 @@ def is_built() -> bool:
     return any(root.glob(f"**/{name}/{name}*.so")) or any(root.glob(f"**/{name}/{name}*.pyd"))
 
 
-@functools.cache
-def load():
-    """The compiled module, built on first use; None (with one warning) where it cannot be built."""
+def build() -> str:
+    """Compile the kernel (or load this machine's earlier build) for this process; say what happened in one line.
+
+    The one place anything is compiled. Where it cannot be built (no compiler, no ninja) it warns once
+    and CastlingAttention takes the library-call path, with the same numbers.
+    """
+    if not OPERATORS:
+        return f"CPU kernel: not used (torch {torch.__version__} lacks torch.library.custom_op; 2.4 or newer has it)"
+    if not enabled():
+        return f"CPU kernel: off (${SWITCH}=0)"
+    if _built["module"] is not None:
+        return "CPU kernel: ready"
+    if _built["tried"]:
+        return "CPU kernel: could not be built (see the warning above); castled attention runs library calls"
     from torch.utils import cpp_extension
 
+    _built["tried"] = True
     flags, fresh = compiler_flags(), not is_built()
     if fresh:
-        print("minicastling: compiling the CPU kernel for castled attention (once per machine, about a minute) ...",
+        print("minicastling: compiling the CPU kernel for castling attention (once per machine, about a minute) ...",
               file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        module = cpp_extension.load(
+        _built["module"] = cpp_extension.load(
             name=build_name(), sources=[str(SOURCE)], extra_cflags=flags,
             extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [], verbose=False,
         )
@@ -98,63 +113,72 @@ def load():
             f"compiler and `pip install ninja` to build it, or set {SWITCH}=0 to skip it",
             RuntimeWarning, stacklevel=2,
         )
-        return None
-    if fresh:
-        print(f"minicastling: CPU kernel compiled in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    return module
+        return build()
+    seconds = time.perf_counter() - started
+    return f"CPU kernel: compiled in {seconds:.0f} s" if fresh else f"CPU kernel: loaded this machine's build ({seconds:.1f} s)"
 
 
-def _available() -> bool:
-    return OPERATORS and enabled() and load() is not None
+def forget() -> None:
+    """Back to the state before build(): for tests of what happens without the kernel."""
+    _built.update(module=None, tried=False)
 
 
-# torch.compile asks once per graph, at trace time, and keeps the answer (building the kernel then, if needed)
-available = torch.compiler.assume_constant_result(_available) if OPERATORS else _available
+def ready() -> bool:
+    """Whether build() has given this process the kernel and the switch leaves it on. Builds nothing."""
+    return OPERATORS and _built["module"] is not None and enabled()
 
 
-def covers(qkv: torch.Tensor, heads: int, form: str, conv) -> bool:
-    """Whether the CPU kernel computes this call (building it on first use); if not, another path does."""
-    return (qkv.device.type == "cpu" and form in ("kernel", "official")
-            and (conv is None or isinstance(conv, TokenConv1d)) and qkv.shape[-1] // (3 * heads) in HEAD_DIMS
-            and available())
+def load():
+    """The compiled module; RuntimeError if build() has not made it (the operator calls this)."""
+    if _built["module"] is None:
+        raise RuntimeError("minicastling's CPU kernel is not built in this process; call "
+                           "minicastling.fast.cpu_kernel.build() first")
+    return _built["module"]
+
+
+def covers(device: torch.device, head_dim: int, token_conv: bool) -> bool:
+    """Whether the kernel can compute a call: a CPU tensor, a compiled head_dim, the 1-D token conv or none.
+    (Whether it is built is ready()'s question.)"""
+    return torch.device(device).type == "cpu" and head_dim in HEAD_DIMS and token_conv and OPERATORS
 
 
 def linear_angular_conv(qkv: torch.Tensor, heads: int, weight=None, eps: float = EPS, form: str = "kernel",
-                        auxiliary=None) -> torch.Tensor:
-    """Linear-angular attention of `form` plus the token conv with `weight` (H, 1, k, 1) or None.
+                        alpha=None, threshold: float = 0.02) -> torch.Tensor:
+    """Linear-angular attention of `form`, the token conv with `weight` (H, 1, k, 1) or None, and the masked
+    softmax branch weighted by `alpha` (a one-element tensor; None: no branch) with mask threshold τ.
 
-    auxiliary (B, H, N, d) or None: the weighted softmax branch, added where the form adds it: inside
-    the official form's normalisation (here), after the kernel form's average (by the caller, as well).
-
-    qkv (B, N, 3C) → (B, H, N, d), a view of token-major memory. bf16/fp16 inputs (autocast
-    included) are computed in float32, as in the readable form, and returned in their dtype.
+    The branch, α · (M ⊙ softmax(QKᵀ/√d)) V with M = [softmax > τ], enters where the form adds it:
+    inside the official form's normalisation, after the kernel form's average. α receives no gradient
+    (it is the schedule's, not a parameter). qkv (B, N, 3C) → (B, H, N, d), a view of token-major memory.
+    bf16/fp16 inputs (autocast included) are computed in float32, as in the readable form, and returned
+    in their dtype.
     """
     dtype = qkv.dtype
     wide = torch.promote_types(dtype, torch.float32)  # autocast does not reach into the compiled call
     qkv = qkv.to(wide).contiguous()
     if weight is not None:
         weight = weight.to(wide).flatten(1)  # (H, 1, k, 1) -> (H, k)
-    official = form == "official"
-    branch = auxiliary.to(wide).contiguous() if official and auxiliary is not None else None
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (qkv, weight, branch))
-    out = torch.ops.minicastling.linear_angular_conv(qkv, weight, heads, eps, save, official, branch)[0]  # (B, N, H, d)
-    out = out.transpose(1, 2)  # (B, H, N, d)
-    if auxiliary is not None and not official:
-        out = out + auxiliary.to(wide)  # the kernel form adds the branch to its average
-    return out.to(dtype)
+    if alpha is not None:
+        alpha = torch.as_tensor(alpha, dtype=wide).detach().reshape(())
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (qkv, weight))
+    out = torch.ops.minicastling.linear_angular_conv(qkv, weight, heads, eps, save, form == "official", alpha,
+                                                     float(threshold))[0]  # (B, N, H, d)
+    return out.transpose(1, 2).to(dtype)  # (B, H, N, d)
 
 
-def _per_head_macs(qkv_shape, heads: int, weight_shape, official: bool) -> tuple:
-    """(forward, backward) multiply–accumulates of one call, counted as the library-call path's
-    matmuls and conv would be: K̂ᵀV and the queries against it, N·d·d each (N·d·(d + 1) in the kernel
-    form, whose [V | 1] carries the denominator); the backward's four matmuls; the conv's N·d·k, twice
-    in the backward (input and weight)."""
+def _per_head_macs(qkv_shape, heads: int, weight_shape, official: bool, branch: bool) -> tuple:
+    """(forward, backward) multiply–accumulates of one call, counted as the library-call path's matmuls and
+    conv would be: K̂ᵀV and the queries against it, N·d·d each (N·d·(d + 1) in the kernel form, whose
+    [V | 1] carries the denominator); the backward's four matmuls; the conv's N·d·k, twice in the
+    backward (input and weight); the softmax branch's QKᵀ and PV, N·N·d each, and its backward's four
+    N·N·d products (the kernel's recomputation of QKᵀ in the backward is not counted, as autograd's
+    stored matrix would cost none)."""
     b, n, three_c = qkv_shape
     d = three_c // (3 * heads)
     wide = d if official else d + 1
     conv = 0 if weight_shape is None else n * d * weight_shape[-1]
-    forward = 2 * n * d * wide + conv
-    backward = 3 * n * d * wide + n * d * d + 2 * conv
+    forward = 2 * n * d * wide + conv + (2 * n * n * d if branch else 0)
+    backward = 3 * n * d * wide + n * d * d + 2 * conv + (4 * n * n * d if branch else 0)
     return b * heads * forward, b * heads * backward
 
 
@@ -166,57 +190,59 @@ if OPERATORS:
 
     @torch.library.custom_op("minicastling::linear_angular_conv", mutates_args=(), device_types="cpu")
     def _forward(qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, save: bool, official: bool,
-                 auxiliary: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """out (B, N, H, d), and if `save` what the backward reads: stats, moments, the average."""
-        outputs = load().forward(qkv, heads, weight, eps, save, official, auxiliary)
+                 alpha: Optional[Tensor], threshold: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """out (B, N, H, d), and if `save` what the backward reads: stats, moments, the average, the branch."""
+        outputs = load().forward(qkv, heads, weight, eps, save, official, alpha, threshold)
         if save:
             return tuple(outputs)
         nothing = qkv.new_empty(0)
-        return outputs[0], nothing, nothing.clone(), nothing.clone()
+        return outputs[0], nothing, nothing.clone(), nothing.clone(), nothing.clone()
 
     @_forward.register_fake
-    def _(qkv, weight, heads, eps, save, official, auxiliary):
+    def _(qkv, weight, heads, eps, save, official, alpha, threshold):
         b, n, three_c = qkv.shape
         d = three_c // (3 * heads)
         out = qkv.new_empty(b, n, heads, d)
         if not save:
-            return out, qkv.new_empty(0), qkv.new_empty(0), qkv.new_empty(0)
-        return out, qkv.new_empty(b, heads, 3, n), qkv.new_empty(b, heads, d + 2, d), qkv.new_empty(b, n, heads, d)
+            return out, qkv.new_empty(0), qkv.new_empty(0), qkv.new_empty(0), qkv.new_empty(0)
+        branch = qkv.new_empty(b, heads, n, d) if alpha is not None else qkv.new_empty(0)
+        return (out, qkv.new_empty(b, heads, 3 if alpha is None else 5, n), qkv.new_empty(b, heads, d + 2, d),
+                qkv.new_empty(b, n, heads, d), branch)
 
     @torch.library.custom_op("minicastling::linear_angular_conv_backward", mutates_args=(), device_types="cpu")
     def _backward(grad: Tensor, qkv: Tensor, weight: Optional[Tensor], heads: int, eps: float, official: bool,
-                  stats: Tensor, moments: Tensor, average: Tensor, with_auxiliary: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """grad_qkv (B, N, 3C), grad_weight (H, k) and grad_auxiliary (B, H, N, d) (empty where there is none)."""
-        grads = load().backward(grad.contiguous(), qkv, heads, weight, eps, official, stats, moments, average,
-                                with_auxiliary)
+                  alpha: Optional[Tensor], threshold: float, stats: Tensor, moments: Tensor, average: Tensor,
+                  branch: Tensor) -> tuple[Tensor, Tensor]:
+        """grad_qkv (B, N, 3C) and grad_weight (H, k) (empty where there is no conv)."""
+        grads = load().backward(grad.contiguous(), qkv, heads, weight, eps, official, alpha, threshold, stats, moments,
+                                average, branch)
         return tuple(grads)
 
     @_backward.register_fake
-    def _(grad, qkv, weight, heads, eps, official, stats, moments, average, with_auxiliary):
-        b, n, three_c = qkv.shape
-        return (qkv.new_empty(qkv.shape), weight.new_empty(weight.shape) if weight is not None else qkv.new_empty(0),
-                qkv.new_empty(b, heads, n, three_c // (3 * heads)) if with_auxiliary else qkv.new_empty(0))
+    def _(grad, qkv, weight, heads, eps, official, alpha, threshold, stats, moments, average, branch):
+        return qkv.new_empty(qkv.shape), weight.new_empty(weight.shape) if weight is not None else qkv.new_empty(0)
 
     def _setup_context(ctx, inputs, output):
-        qkv, weight, heads, eps, save, official, auxiliary = inputs
-        ctx.save_for_backward(qkv, weight, *output[1:])
-        ctx.heads, ctx.eps, ctx.saved, ctx.official, ctx.auxiliary = heads, eps, save, official, auxiliary is not None
+        qkv, weight, heads, eps, save, official, alpha, threshold = inputs
+        ctx.save_for_backward(qkv, weight, alpha, *output[1:])
+        ctx.heads, ctx.eps, ctx.saved, ctx.official, ctx.threshold = heads, eps, save, official, threshold
 
     def _autograd_backward(ctx, grad, *unused):
         if not ctx.saved:
             raise RuntimeError("linear_angular_conv was called with save=False, so it kept nothing to differentiate")
-        qkv, weight, stats, moments, average = ctx.saved_tensors
-        grad_qkv, grad_weight, grad_auxiliary = _backward(grad, qkv, weight, ctx.heads, ctx.eps, ctx.official, stats,
-                                                          moments, average, ctx.auxiliary)
-        return (grad_qkv, grad_weight if weight is not None else None, None, None, None, None,
-                grad_auxiliary if ctx.auxiliary else None)
+        qkv, weight, alpha, stats, moments, average, branch = ctx.saved_tensors
+        grad_qkv, grad_weight = _backward(grad, qkv, weight, ctx.heads, ctx.eps, ctx.official, alpha, ctx.threshold,
+                                          stats, moments, average, branch)
+        return grad_qkv, grad_weight if weight is not None else None, None, None, None, None, None, None
 
     _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
     @register_flop_formula(torch.ops.minicastling.linear_angular_conv)
-    def _forward_flops(qkv_shape, weight_shape, heads, eps, save, official, *args, out_shape=None, **kwargs) -> int:
-        return 2 * _per_head_macs(qkv_shape, heads, weight_shape, official)[0]
+    def _forward_flops(qkv_shape, weight_shape, heads, eps, save, official, alpha_shape, *args, out_shape=None,
+                       **kwargs) -> int:
+        return 2 * _per_head_macs(qkv_shape, heads, weight_shape, official, alpha_shape is not None)[0]
 
     @register_flop_formula(torch.ops.minicastling.linear_angular_conv_backward)
-    def _backward_flops(grad_shape, qkv_shape, weight_shape, heads, eps, official, *args, out_shape=None, **kwargs) -> int:
-        return 2 * _per_head_macs(qkv_shape, heads, weight_shape, official)[1]
+    def _backward_flops(grad_shape, qkv_shape, weight_shape, heads, eps, official, alpha_shape, *args, out_shape=None,
+                        **kwargs) -> int:
+        return 2 * _per_head_macs(qkv_shape, heads, weight_shape, official, alpha_shape is not None)[1]

@@ -1,24 +1,23 @@
-"""The speed benchmark: attention and whole models against SDPA and the softmax twin, in one run.
+"""The speed benchmark's measurements: attention and whole models against SDPA and the softmax twin, in one run.
 
 `python -m minicastling bench` measures every comparison below, the two sides interleaved round by
-round (timing.py), prints each ratio beside its goal and writes results/bench.json, which the README
-and tutorial 07 read. Speed claims are ratios against a peer measured in the same run (DESIGN: Budgets).
+round (timing.py), prints each ratio beside its goal (bench_report.py) and writes results/bench.json,
+which the README and tutorial 07 read. Speed claims are ratios against a peer measured in the same run.
 """
 
 import math
-import os
 import statistics
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..attention import CastlingAttention, SoftmaxAttention, linear_angular_attention, quadratic_attention, set_alpha
+from ..attention import SoftmaxAttention, linear_angular_attention, quadratic_attention
+from ..castling import CastlingAttention, castled_copy, set_alpha
 from ..branches import TokenConv1d
-from ..extras.memory import peak_memory
+from ..memory import peak_memory
 from ..fast import cpu_kernel, library_calls
 from ..measure import macs
-from ..model import ViT, castled_copy
+from ..model import ViT
 from ..presets import get_config
 from .timing import _threads, interleaved_times, median_time, ratio_summary, run_once
 
@@ -220,7 +219,7 @@ def linear_path_efficiency(tokens=4096, batch=8, heads=4, head_dim=32, repeats=1
     moved = 4 * q.numel() * 4
     result = {"ms": 1e3 * seconds, "gflops": flops / seconds / 1e9, "gbs": moved / seconds / 1e9}
     qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device=device)
-    if cpu_kernel.covers(qkv, heads, "kernel", None):  # the same arithmetic in the compiled CPU kernel
+    if cpu_kernel.ready() and cpu_kernel.covers(device, head_dim, True):  # the same arithmetic in the CPU kernel
         with torch.no_grad():
             kernel = median_time(lambda: cpu_kernel.linear_angular_conv(qkv, heads), repeats, 2, device)
         result.update(kernel_ms=1e3 * kernel, kernel_gflops=flops / kernel / 1e9, kernel_gbs=moved / kernel / 1e9)
@@ -257,7 +256,7 @@ def attention_floor(tokens=(64, 256), batch=8, dim=128, heads=4, repeats=50, dev
             "conv_ms": lambda: conv(token_major),
             "castled_ms": castled,
         }
-        if cpu_kernel.covers(qkv, heads, "kernel", conv):
+        if cpu_kernel.ready() and cpu_kernel.covers(device, d, True):
             calls["kernel_ms"] = lambda: cpu_kernel.linear_angular_conv(qkv, heads, conv.conv.weight)
         with torch.no_grad():
             times = {name: 1e3 * median_time(fn, repeats, 5, device) for name, fn in calls.items()}
@@ -350,103 +349,71 @@ def model_ratios(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), ro
     return rows
 
 
-GOALS = [  # (what, key in its row, tokens, goal, "at least" or "at most"), the targets of the speed work
-    ("castled module vs twin, forward", "forward", 64, 1.0, "at least"),
-    ("castled module vs twin, forward", "forward", 256, 1.5, "at least"),
-    ("castled module vs twin, forward", "forward", 1024, 3.0, "at least"),
-    ("castled module vs twin, fwd+bwd", "fwd+bwd", 64, 1.0, "at least"),
-    ("castled module vs twin, fwd+bwd", "fwd+bwd", 256, 1.5, "at least"),
-    ("castled module vs twin, fwd+bwd", "fwd+bwd", 1024, 2.5, "at least"),
-    ("castled model vs twin, inference", "inference_speedup", 64, 1.0, "at least"),
-    ("castled model vs twin, inference", "inference_speedup", 256, 1.3, "at least"),
-    ("training step with the branch, cost vs twin", "training_cost", 64, 1.5, "at most"),
-]
+STEP_MODEL = dict(image_size=28, channels=1, num_classes=10)  # the cpu preset on Fashion-MNIST's images
+STEP_PATCHES = {49: 4, 196: 2}
 
 
-def _minor_faults() -> int | None:
-    """Pages this process has faulted in so far without reading a disk (None where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def training_steps(tokens=(49, 196), batch=128, rounds=8, threads=1, device=torch.device("cpu")) -> list:
+    """A training step of the cpu preset's model on Fashion-MNIST-shaped images (forward, backward, AdamW)
+    with the softmax branch on (α = 1), with it off (α = 0) and of the softmax twin, taking turns, on
+    `threads` threads (one: what each of the study's two runs gets on a 2-core machine).
 
-
-def model_costs_here(preset="cpu", shape=BENCH_MODEL, batch=32, tokens=(64, 256), repeats=5) -> list:
-    """Whole-model inference in this process: median ms and pages faulted in per batch, twin and castled."""
+    Returns rows {tokens, cost (branch on / twin, median over rounds, + _min, _max), cost_off (branch off
+    / twin), and each median in ms}.
+    """
     rows = []
-    for n in tokens:
-        _, twin, _, castled = bench_models(preset, shape, n)
-        images = torch.randn(batch, 3, 32, 32)
-        for name, model in (("twin", twin.eval()), ("castled", castled.eval())):
-            with torch.no_grad():
-                model(images), model(images)  # warm-up: the first calls grow the heap once
-                before = _minor_faults()
-                seconds = median_time(lambda: model(images), repeats, warmup=0)  # the same calls count the faults
-            faults = None if before is None else (_minor_faults() - before) / repeats
-            rows.append({"tokens": n, "model": name, "ms": 1e3 * seconds, "faults": faults})
+    with _threads(threads):
+        for n in tokens:
+            config = get_config("cpu", **STEP_MODEL, patch_size=STEP_PATCHES[n])
+            images = torch.randn(batch, 1, 28, 28, device=device)
+            labels = torch.randint(0, 10, (batch,), device=device)
+            calls = {}
+            for name, attention, alpha in (("branch on", "castling", 1.0), ("branch off", "castling", 0.0),
+                                           ("twin", "softmax", 0.0)):
+                torch.manual_seed(0)
+                model = ViT(config.replace(attention=attention)).to(device).train()
+                set_alpha(model, alpha)
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+                def step(model=model, optimizer=optimizer):
+                    loss = F.cross_entropy(model(images), labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+
+                calls[name] = step
+            times = interleaved_times(calls, rounds, seconds_per_round=0.5, device=device)
+            on, off = ratio_summary(times, "branch on", "twin"), ratio_summary(times, "branch off", "twin")
+            rows.append({"tokens": n, "patch_size": STEP_PATCHES[n], "batch": batch, "threads": threads,
+                         "cost": on["ratio"], "cost_min": on["ratio_min"], "cost_max": on["ratio_max"],
+                         "cost_off": off["ratio"], "branch_on_ms": on["peer_ms"], "branch_off_ms": off["peer_ms"],
+                         "twin_ms": on["contender_ms"]})
     return rows
 
 
-def allocator_effect(processes=2, **setting) -> list:
-    """model_costs_here in fresh processes, each under glibc's default malloc and with freed memory kept
-    (runtime.keep_freed_memory): what page faults cost a script that times the models.
-
-    A fresh process each time, since whether glibc hands freed memory back depends on everything the
-    process allocated before. Returns one entry per process: {keep, kept (applied?), rows}.
-    """
-    import json
-    import subprocess
-    import sys
-
-    code = ("import json, sys\n"
-            "from minicastling.extras import runtime\n"
-            "from minicastling.lab import bench\n"
-            "setting = json.loads(sys.argv[1])\n"
-            "kept = runtime.keep_freed_memory() if setting.pop('keep') else False\n"
-            "print(json.dumps({'kept': kept, 'rows': bench.model_costs_here(**setting)}))")
-    package_root = str(Path(__file__).resolve().parents[2])  # found by the child as it was found here
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    runs = []
-    for _ in range(processes):
-        for keep in (False, True):
-            done = subprocess.run([sys.executable, "-c", code, json.dumps({"keep": keep, **setting})],
-                                  capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                raise RuntimeError(f"the timing process failed:\n{done.stderr[-2000:]}")
-            runs.append({"keep": keep, **json.loads(done.stdout.splitlines()[-1])})
-    return runs
-
-
-def print_allocator_effect(runs) -> None:
-    """One line per fresh process and token count: both models' ms and page faults per batch."""
-    def faults(row):
-        return "" if row["faults"] is None else f" ({row['faults']:.0f} faults)"
-
-    print("whole-model inference in fresh processes (ms per batch, pages faulted in per batch):")
-    for run in runs:
-        setting = "freed memory kept" if run["kept"] else "glibc's default" if not run["keep"] else "kept: not glibc"
-        by = {(r["tokens"], r["model"]): r for r in run["rows"]}
-        for n in sorted({r["tokens"] for r in run["rows"]}):
-            twin, castled = by[n, "twin"], by[n, "castled"]
-            print(f"  {setting:<18} {n:>4} tokens: twin {twin['ms']:6.1f} ms{faults(twin)}, castled "
-                  f"{castled['ms']:6.1f} ms{faults(castled)}: {twin['ms'] / castled['ms']:.2f}x")
+GOALS = [  # (what, section of the results, key in its row, mode, tokens, goal, "at least" or "at most")
+    ("castled module vs twin, forward", "modules", "speedup", "forward", 64, 1.0, "at least"),
+    ("castled module vs twin, forward", "modules", "speedup", "forward", 256, 1.5, "at least"),
+    ("castled module vs twin, forward", "modules", "speedup", "forward", 1024, 3.0, "at least"),
+    ("castled module vs twin, fwd+bwd", "modules", "speedup", "fwd+bwd", 64, 1.0, "at least"),
+    ("castled module vs twin, fwd+bwd", "modules", "speedup", "fwd+bwd", 256, 1.5, "at least"),
+    ("castled module vs twin, fwd+bwd", "modules", "speedup", "fwd+bwd", 1024, 2.5, "at least"),
+    ("castled model vs twin, inference", "model_ratios", "inference_speedup", None, 64, 1.0, "at least"),
+    ("castled model vs twin, inference", "model_ratios", "inference_speedup", None, 256, 1.3, "at least"),
+    ("training step with the branch, cost vs twin", "model_ratios", "training_cost", None, 64, 1.5, "at most"),
+    ("cpu preset's training step, branch on vs twin", "training_steps", "cost", None, 49, 1.10, "at most"),
+    ("cpu preset's training step, branch on vs twin", "training_steps", "cost", None, 196, 1.15, "at most"),
+]
 
 
 def goal_rows(results: dict) -> list:
     """Each goal beside the ratio measured for it (median and range over rounds) and a verdict."""
     rows = []
-    for what, key, tokens, goal, direction in GOALS:
-        if what.startswith("castled module"):
-            found = [r for r in results["modules"] if r["tokens"] == tokens and r["mode"] == key]
-            key = "speedup"
-        else:
-            found = [r for r in results["model_ratios"] if r["tokens"] == tokens]
-        if not found:
+    for what, section, key, mode, tokens, goal, direction in GOALS:
+        found = [r for r in results.get(section, []) if r["tokens"] == tokens and mode in (None, r.get("mode"))]
+        if not found or key not in found[0]:  # a compiled run times no training step
             continue
         row = found[0]
-        if key not in row:  # a compiled run times no training step
-            continue
         value = row[key]
         met = value >= goal if direction == "at least" else value <= goal
         rows.append({"what": what, "tokens": tokens, "value": value, "min": row[f"{key}_min"],
@@ -479,6 +446,8 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
     tokens = [64, 256] if quick else [64, 256, 1024, 4096, 16384]
     repeats = 2 if quick else 5
     return {
+        "cpu_kernel": cpu_kernel.build() if device.type == "cpu" else "not used on this device",
+        "training_steps": training_steps(batch=8 if quick else 128, rounds=2 if quick else 8, device=device),
         "headline": sdpa_ratios(batch=1 if quick else 8, repeats=repeats, device=device),
         "modules": module_ratios(tokens=(64, 256) if quick else (64, 256, 1024), rounds=3 if quick else 12,
                                  device=device),
@@ -496,102 +465,3 @@ def full_benchmark(quick: bool = False, device=torch.device("cpu")) -> dict:
     }
 
 
-def print_floor(results) -> None:
-    """The attention alone: the twin's one SDPA call against the library calls the castled attention
-    cannot avoid, and against the compiled CPU kernel's one call."""
-    print("\nattention alone, forward, B=8, C=128, 4 heads (the library-call path's floor: its two batched "
-          "matmuls and its conv, timed alone; the CPU kernel: all of it in one call):")
-    for r in results["floor"]:
-        kernel = "" if r.get("kernel_ms") is None else (
-            f" | CPU kernel {r['kernel_ms']:.2f} ms ({r['kernel_ms'] / r['sdpa_ms']:.2f}x SDPA)")
-        print(f"  {r['tokens']:>5} tokens: SDPA {r['sdpa_ms']:.2f} ms | library calls {r['castled_ms']:.2f} ms, of "
-              f"which at least matmuls {r['matmuls_ms']:.2f} + conv {r['conv_ms']:.2f} = {r['floor_ms']:.2f} ms "
-              f"({r['floor_ms'] / r['sdpa_ms']:.2f}x SDPA)" + kernel)
-
-
-def print_compiled(results) -> None:
-    """The same comparisons with both sides under torch.compile, or why they were skipped."""
-    compiled = results["compiled"]
-    if "skipped" in compiled:
-        print(f"\ncompiled comparison skipped: {compiled['skipped']}")
-        return
-    print("\nboth sides under torch.compile (castled / twin speed-up, median over rounds and range):")
-    for r in compiled["modules"]:
-        print(f"  module {r['tokens']:>5} tokens {r['mode']:<8} twin {r['twin_ms']:7.2f} ms, castled "
-              f"{r['castled_ms']:7.2f} ms: {r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})")
-    for r in compiled["model_ratios"]:
-        print(f"  model  {r['tokens']:>5} tokens inference twin {r['twin_inference_ms']:7.1f} ms, castled "
-              f"{r['castled_inference_ms']:7.1f} ms: {r['inference_speedup']:.2f}x "
-              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f})")
-
-
-def print_results(results: dict) -> None:
-    """Everything a bench run measured, each ratio beside its goal: what the command prints."""
-    print(f"\nlinear-angular vs torch SDPA (B={1 if results['quick'] else 8}, 4 heads, head_dim 32, float32):")
-    for row in results["headline"]:
-        print(f"  {row['setting']:<24} {row['method']:<28} {row['ms']:9.2f} ms {row['speedup_vs_sdpa']:6.1f}x")
-    print_module_ratios(results)
-    print("\nmodules (B=1, C=128), castled vs twin, by token count:")
-    for mode in ("forward", "fwd_bwd"):
-        ratios = speedups(results[f"modules_{mode}"], "CastlingAttention, castled", "SoftmaxAttention (twin)")
-        print(f"  {mode.replace('_', '+'):<8} " + ", ".join(f"{n}: {r:.2f}x" for n, r in ratios.items()))
-    memory = results["memory_4096"]
-    print("\npeak memory, fwd+bwd, 1 x 4 heads (goal: linear-angular <= 0.1x explicit):")
-    for name, entry in memory.items():
-        print(f"  {name:<26} {entry['mib']:9.1f} MiB  {entry['vs_explicit']:.4f}x explicit")
-    e = results["efficiency"]
-    print(f"\nlinear path (forward): {e['gflops']:.1f} GFLOP/s of {e['matmul_gflops']:.0f} for a plain 1024^2 matmul, "
-          f"{e['gbs']:.2f} GB/s of {e['copy_gbs']:.1f} for a plain copy")
-    if "kernel_gflops" in e:
-        print(f"  the same in the CPU kernel: {e['kernel_gflops']:.1f} GFLOP/s, {e['kernel_gbs']:.2f} GB/s")
-    print_thread_scaling(e)
-    print_floor(results)
-    print_compiled(results)
-    print_goals(results)
-
-
-def print_thread_scaling(limits) -> None:
-    """What the CPU's threads add to a plain matmul, and a warning where they add little."""
-    if "matmul_gflops_one_thread" not in limits:
-        return
-    gain = limits["matmul_gflops"] / limits["matmul_gflops_one_thread"]
-    print(f"threads: {limits['threads']} give {gain:.2f}x one thread's matmul rate "
-          f"({limits['matmul_gflops_one_thread']:.0f} GFLOP/s on one)")
-    if gain < 1.3:
-        print("  warning: the threads add little here (hyperthreads of one core, or a busy host): this run measures "
-              "about one core, and its times are not comparable with the README's")
-
-
-def print_module_ratios(results) -> None:
-    """The module and whole-model comparisons, each ratio with its range over rounds and its arithmetic."""
-    matmul = results["efficiency"]["matmul_gflops"]
-    print("\ncastled CastlingAttention vs its SoftmaxAttention twin, B=8, C=128, 4 heads "
-          "(speed-up = twin time / castled time: median over rounds, and range):")
-    print(f"  {'tokens':>6} {'mode':<8} {'twin ms':>9} {'castled ms':>10} {'speed-up':>9} {'range':>12}   "
-          f"{'MACs twin/castled':>17}   GFLOP/s twin, castled (matmul: {matmul:.0f})")
-    for r in results["modules"]:
-        twin_rate = 2 * r["twin_macs"] / r["twin_ms"] / 1e6
-        castled_rate = 2 * r["castled_macs"] / r["castled_ms"] / 1e6
-        print(f"  {r['tokens']:>6} {r['mode']:<8} {r['twin_ms']:9.2f} {r['castled_ms']:10.2f} {r['speedup']:8.2f}x "
-              f"{r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}   {r['twin_macs'] / r['castled_macs']:16.2f}x   "
-              f"{twin_rate:6.1f}, {castled_rate:6.1f}")
-    shape = "smoke preset" if results.get("quick") else ", ".join(f"{k} {v}" for k, v in BENCH_MODEL.items())
-    print(f"\nwhole models ({shape}), 32x32 images, batch 32 (inference: castled vs twin; training step with the "
-          "softmax branch on, cost against the twin's):")
-    for r in results["model_ratios"]:
-        print(f"  {r['tokens']:>5} tokens (patch {r['patch_size']}): inference {r['inference_speedup']:.2f}x "
-              f"({r['inference_speedup_min']:.2f}-{r['inference_speedup_max']:.2f}; twin {r['twin_inference_ms']:.1f} ms, "
-              f"castled {r['castled_inference_ms']:.1f} ms), training step {r['training_cost']:.2f}x the twin's "
-              f"({r['training_cost_min']:.2f}-{r['training_cost_max']:.2f})")
-
-
-def print_goals(results) -> None:
-    runs = {"eager": results}
-    if "skipped" not in results["compiled"]:
-        runs["compiled"] = results["compiled"]
-    for name, run in runs.items():
-        print(f"\ngoals, {name} (this run):")
-        for g in goal_rows(run):
-            sign = ">=" if g["direction"] == "at least" else "<="
-            print(f"  {g['what']:<45} {g['tokens']:>5} tokens: {g['value']:5.2f}x ({g['min']:.2f}-{g['max']:.2f}), "
-                  f"goal {sign} {g['goal']:.1f}x: {'met' if g['met'] else 'not met'}")

@@ -12,8 +12,8 @@ import os
 
 import torch
 
-from ..attention import set_alpha
-from ..model import ViT, ViTConfig
+from .castling import set_alpha
+from .model import ViT, ViTConfig
 
 @contextlib.contextmanager
 def _quiet_stderr():

@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from ..attention import CastlingAttention, set_alpha
+from .castling import CastlingAttention, set_alpha
 
 
 class WeightAverage:
