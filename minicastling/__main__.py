@@ -129,22 +129,30 @@ def train(args) -> int:
 
 
 def study(args) -> int:
-    """Paired arms × seeds, castled and compared; writes a results JSON with the contrasts and verdicts."""
-    from .lab.study import print_study, run_study
+    """Paired arms × seeds, castled and compared; keeps a record with the design, every run and the verdicts."""
+    from .lab.study import STUDIES, print_study, reproduce, run_study
 
     if args.seeds is not None and args.seeds < 2:
         return fail(f"--seeds must be at least 2 (a paired interval needs two pairs), got {args.seeds}", BAD_ARGUMENT)
     if args.workers < 1:
         return fail(f"--workers must be at least 1, got {args.workers}", BAD_ARGUMENT)
-    if Path(args.results).is_dir():
-        return fail(f"--results names a JSON file, and {args.results!r} is a folder", BAD_ARGUMENT)
+    results = args.results or str(Path("minicastling") / STUDIES[args.tokens].results)
+    if Path(results).is_dir():
+        return fail(f"--results names a JSON file, and {results!r} is a folder", BAD_ARGUMENT)
     try:
-        result = run_study(args.part or ("primary", "secondary", "diagnostic"), args.seeds, args.quick, args.scale,
-                           args.out, args.results, args.workers)
+        if args.reproduce:
+            arm, seed = args.reproduce
+            recorded, again = reproduce(results, arm, int(seed), out=Path(args.out) / "reproduce")
+            same = "the same" if again["after"] == recorded["after"] else "DIFFERENT"
+            print(f"{arm}, seed {seed}: recorded {recorded['after']:.2f} % (code {recorded['code']['commit']}), "
+                  f"now {again['after']:.2f} % (code {again['code']['commit']}): {same}")
+            return 0 if same == "the same" else 1
+        result = run_study(args.part, args.seeds, args.quick, args.scale, args.out, results, args.workers,
+                           tokens=args.tokens, amend=args.amend)
     except InputError as error:
         return fail(str(error), BAD_INPUT)
     print_study(result)
-    print(f"\nwrote {shown(Path(args.results))}")
+    print(f"\nwrote {shown(Path(results))}")
     return 0
 
 
@@ -221,19 +229,24 @@ def parser() -> Parser:
     p.add_argument("--restart", action="store_true", help="start over, replacing the checkpoint in --out")
     p.set_defaults(run=train)
     p = commands.add_parser("study", help="does the softmax branch make the castled model better? paired runs, "
-                                          "contrasts and verdicts; write a results JSON")
+                                          "contrasts and verdicts, in a record that keeps the design and every run")
+    p.add_argument("--tokens", type=int, choices=[49, 196], default=49,
+                   help="49: Fashion-MNIST in 4x4 patches (results/study.json); 196: in 2x2 patches, where the mask is "
+                        "sparse (results/study_196.json)")
     p.add_argument("--part", action="append", choices=["primary", "secondary", "diagnostic"],
-                   help="primary: branch on vs off for both forms on Fashion-MNIST; secondary: against the twin, "
-                        "linear-angular alone and a held schedule; diagnostic: the same/different dose-response "
-                        "(repeatable; default: all three)")
-    p.add_argument("--seeds", type=int, help="seeds per arm (default: the design's; more than an earlier run's "
-                                             "adds seeds to it)")
+                   help="primary: branch on vs off; secondary: against the twin and other arms (exploratory); "
+                        "diagnostic (49 tokens): the same/different dose-response (repeatable; default: all)")
+    p.add_argument("--seeds", type=int, help="seeds per arm of the chosen parts (default: the design's; a change is "
+                                             "an amendment, so it needs --amend)")
+    p.add_argument("--amend", help="why the design changes (seeds, recipe, …): appended to the record with the time")
     p.add_argument("--workers", type=int, default=2, help="runs side by side, the threads shared between them")
     p.add_argument("--quick", action="store_true", help="tiny runs in seconds: the mechanics, not a result")
     p.add_argument("--scale", choices=["cpu", "gpu"], default="cpu",
                    help="cpu: recipes that fit a 2-core CPU; gpu: all of Fashion-MNIST, more epochs (not run here)")
-    p.add_argument("--out", default="runs/study", help="run folders; finished runs there are reused, unfinished resume")
-    p.add_argument("--results", default="results/study.json", help="results JSON")
+    p.add_argument("--out", default="runs/study", help="run folders; an unfinished run there resumes")
+    p.add_argument("--results", help="the record (default minicastling/results/study.json, or study_196.json)")
+    p.add_argument("--reproduce", nargs=2, metavar=("ARM", "SEED"),
+                   help="train one recorded run again from its recipe and compare its accuracy with the record's")
     p.set_defaults(run=study)
     p = commands.add_parser("demo", help="train, castle and check a CastlingAttention layer (~30 s on a CPU)")
     p.add_argument("--steps", type=int, default=600)

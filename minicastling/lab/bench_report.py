@@ -116,4 +116,4 @@ def print_goals(results) -> None:
         for g in goal_rows(run):
             sign = ">=" if g["direction"] == "at least" else "<="
             print(f"  {g['what']:<45} {g['tokens']:>5} tokens: {g['value']:5.2f}x ({g['min']:.2f}-{g['max']:.2f}), "
-                  f"goal {sign} {g['goal']:.1f}x: {'met' if g['met'] else 'not met'}")
+                  f"goal {sign} {g['goal']:.2f}x: {'met' if g['met'] else 'not met'}")

@@ -1,24 +1,25 @@
-"""Does the softmax branch make the castled model better? A study designed to answer it.
+"""Does the softmax branch make the castled model better? Two studies designed to answer it, at 49 and 196 tokens.
 
 `python -m minicastling study` trains paired arms (same seed: same initialisation and data order),
-castles every model, and writes results/study.json. The design is declared in DESIGN below, and in
-the file before any run starts:
+castles every model, and keeps a record (record.py): the design written once before the first run, with
+its time and code; amendments appended with their reason; every run with its start, end and code. The
+question is this course's own reading of the abstract's "auxiliary masked softmax attention", with α(t)
+standing in for masks "regularized to gradually become zeros".
 
-* primary: the castling recipe (branch on) against the same recipe with α₀ = 0 (branch off), once
-  for the authors' form and once for the kernel form, on Fashion-MNIST near its plateau; paired
-  differences, Holm-corrected across the two, verdicts with a ±1-point equivalence margin;
-* secondary, exploratory: castled against the softmax twin and against linear-angular attention
-  alone, α held at 1 for half of training against the default schedule, and the two forms castled;
-* diagnostic, exploratory: a dose–response on the same/different task (synthetic.same_different) at
-  noise levels where linear-angular attention alone is above chance but far from solving it.
+* 49 tokens (Fashion-MNIST, patch 4; results/study.json): primary, the castling recipe (branch on) against
+  the same recipe with α₀ = 0 (branch off), once per form, Holm across the two; secondary, exploratory:
+  castled against the softmax twin and linear-angular attention alone, α held at 1 for half of training,
+  the two forms castled; diagnostic, exploratory: the same/different task at three noise levels.
+* 196 tokens (Fashion-MNIST, patch 2; results/study_196.json, `--tokens 196`), where ε = 0.02 keeps only
+  weights about four times the uniform 1/196: primary, branch on against off in the kernel form, where the
+  branch carries weight; secondary, exploratory: the same in the official form, and castled against the twin.
 
-Each run's record is written atomically when it ends (out/<dataset>/<arm>/seed<k>/record.json): an
-interrupted study resumes, and a larger --seeds extends one. Statistics: stats.py. Tutorial 07.
+Each run's record is also written in out/…/record.json. An interrupted study resumes; a larger --seeds
+extends one, as an amendment. Statistics: stats.py. Tutorial 07.
 """
 
 import dataclasses
 import functools
-import json
 import platform
 import re
 import statistics
@@ -28,22 +29,25 @@ from pathlib import Path
 
 import torch
 
+from ..attention import FORMS
 from ..datasets import load_dataset
 from ..datasets.synthetic import same_different, stand_in
-from ..extras.files import save_json
+from ..extras.files import InputError, save_json
 from ..presets import Recipe, get_recipe
 from ..train import read_history, train
 from . import stats
+from .record import code_identity, now, open_record
 
 FASHION = "fashion-mnist"
-DIAGNOSTIC_NOISES = (0.03, 0.04, 0.06)  # from a calibration of one seed each; the references measure it
+PARTS = ("primary", "secondary", "diagnostic")
+SCALES = ("cpu", "gpu")
+DIAGNOSTIC_NOISES = (0.03, 0.04, 0.06)  # from a calibration of one seed each (history below); the references measure it
 
 
 def same_different_name(noise: float) -> str:
     return f"same-different, noise {noise:g}"
 
 
-FORMS = ("official", "kernel")
 ARMS = {  # name: what it changes in the dataset's recipe; every arm names its form, whatever the default
     **{f"castling, {form} form": dict(form=form) for form in FORMS},
     **{f"branch off, {form} form": dict(form=form, alpha0=0.0) for form in FORMS},
@@ -61,69 +65,140 @@ def contrast(name, dataset, a, b, part, form=None):
             "form": form}
 
 
-CONTRASTS = [
-    *[contrast(f"branch on vs off, {form} form", FASHION, f"castling, {form} form", f"branch off, {form} form",
-               "primary", form) for form in FORMS],
-    *[contrast(f"castled vs softmax twin, {form} form", FASHION, f"castling, {form} form", "softmax twin",
-               "secondary", form) for form in FORMS],
-    *[contrast(f"castled vs linear-angular alone, {form} form", FASHION, f"castling, {form} form",
-               f"linear-angular alone, {form} form", "secondary", form) for form in FORMS],
-    *[contrast(f"α held for half vs default schedule, {form} form", FASHION, f"α held for half, {form} form",
-               f"castling, {form} form", "secondary", form) for form in FORMS],
-    contrast("official vs kernel form, castled", FASHION, "castling, official form", "castling, kernel form",
-             "secondary"),
-    *[contrast(f"branch on vs off, {same_different_name(noise)}", same_different_name(noise),
-               "castling, kernel form", "branch off, kernel form", "diagnostic", "kernel")
-      for noise in DIAGNOSTIC_NOISES],
-]
-PARTS = ("primary", "secondary", "diagnostic")
-SCALES = ("cpu", "gpu")
-DESIGN = {
-    "question": "does training with the masked softmax branch, then castling, leave a better model than "
-                "the same recipe without the branch?",
+def branch_contrast(form, part):
+    return contrast(f"branch on vs off, {form} form", FASHION, f"castling, {form} form", f"branch off, {form} form", part,
+                    form)
+
+
+def twin_contrast(form, part):
+    return contrast(f"castled vs softmax twin, {form} form", FASHION, f"castling, {form} form", "softmax twin", part,
+                    form)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One study: its question and rules (the design), its contrasts, its recipes and where its record goes."""
+
+    tokens: int
+    results: str
+    design: dict
+    contrasts: tuple
+    recipes: dict  # scale -> {"fashion-mnist" or "same-different": (preset, fields)}
+    history: tuple = ()  # what happened before this record's design was written, from the repository's history
+
+    @property
+    def parts(self) -> tuple:
+        return tuple(p for p in PARTS if any(c["part"] == p for c in self.contrasts))
+
+
+RULES = {  # shared by both studies' designs
     "pairing": "the arms of a contrast share the seed, hence the initialisation and the data order",
-    "margin": 1.0, "alpha": 0.05, "power": 0.8, "mde_target": 1.0, "minimum_seeds": 10,
-    "correction": "Holm across the primary contrasts",
+    "alpha": 0.05, "power": 0.8,
     "verdicts": "better / worse: the test of 0 rejects (primary: Holm-adjusted p < 0.05; else the 95 % interval "
                 "excludes 0); equivalent: otherwise, and both one-sided tests against ±margin reject; "
-                "undetermined: otherwise",
-    "seeds_rule": "a pilot of the first seeds gives the paired SD of the primary contrasts; seeds are then added "
-                  "until the minimum detectable paired difference (80 % power, two-sided 5 %) is at most "
-                  "mde_target for both; the pilot's seeds are part of the final sample",
-    "seeds": {"primary": 10, "secondary": 5, "diagnostic": 5},
-    "reference_seeds": 2,  # the diagnostic's references place the task's difficulty; no contrast uses them
-    "seeds_note": "changes made while the study ran, outside the primary part: the secondary part was "
-                  "declared with 10 seeds and cut to 5, for CPU time, once the primary part and most of the first "
-                  "five secondary seeds had run; the diagnostic's references (linear-angular alone, the twin) were "
-                  "cut to 2 seeds per level, and its noise level 0.06 was dropped, for CPU time, before any of its "
-                  "runs, then restored after the first seeds at 0.03 and 0.04 had run, when linear-angular alone "
-                  "reached 91 % at 0.04, above the band the levels were meant to sit in; the exploratory parts' "
-                  "MDEs are reported; `study --part secondary --seeds 10` extends the secondary part",
-    # the pilot (results/study_pilot.json): 4 seeds of the primary arms, paired sd 0.36 (official) and 0.28
-    # (kernel) points, so the design's minimum of 10 seeds already brings the MDE to about 0.36 and 0.28
-    "pilot": {"results": "study_pilot.json", "seeds": 4, "seeds_chosen": 10},
+                "undetermined: otherwise. Where the test of 0 rejects, the verdict is better or worse even if the "
+                "interval also lies inside ±margin: a difference shown to exist is reported as one",
+    "what_is_tested": "α(t), this course's stand-in for masks 'regularized to gradually become zeros' (abstract): "
+                      "the branch's output weighted by α, which decays to exactly 0 at 75 % of training, then castled",
 }
-RECIPES = {  # per scale, the recipe each dataset is studied with; arms change one or two fields of it
-    "cpu": {FASHION: ("cpu", dict(epochs=5, train_images=20000)),
-            "same-different": ("cpu", dict(epochs=12, train_images=10000, lr=2e-3))},
-    "gpu": {FASHION: ("cpu", dict(epochs=30, train_images=None)),
-            "same-different": ("cpu", dict(epochs=30, train_images=50000, lr=2e-3))},
-}
+
+STUDY_49 = Study(
+    tokens=49, results="results/study.json",
+    design={**RULES,
+            "question": "does training with the masked softmax branch, then castling, leave a better model than the "
+                        "same recipe without the branch?",
+            "margin": 1.0, "margin_why": "declared before the first study with this question ran (history): a point "
+                                         "of Fashion-MNIST accuracy, about three times one arm's seed-to-seed sd",
+            "mde_target": 1.0, "minimum_seeds": 10, "correction": "Holm across the primary contrasts",
+            "seeds": {"primary": 10, "secondary": 5, "diagnostic": 5}, "reference_seeds": 2,
+            "seeds_rule": "10 seeds per primary arm, the number the earlier execution's pilot gave (history); the "
+                          "exploratory parts' MDEs are reported, not targeted"},
+    contrasts=(
+        *[branch_contrast(form, "primary") for form in FORMS],
+        *[twin_contrast(form, "secondary") for form in FORMS],
+        *[contrast(f"castled vs linear-angular alone, {form} form", FASHION, f"castling, {form} form",
+                   f"linear-angular alone, {form} form", "secondary", form) for form in FORMS],
+        *[contrast(f"α held for half vs default schedule, {form} form", FASHION, f"α held for half, {form} form",
+                   f"castling, {form} form", "secondary", form) for form in FORMS],
+        contrast("official vs kernel form, castled", FASHION, "castling, official form", "castling, kernel form",
+                 "secondary"),
+        *[contrast(f"branch on vs off, {same_different_name(noise)}", same_different_name(noise), "castling, kernel form",
+                   "branch off, kernel form", "diagnostic", "kernel") for noise in DIAGNOSTIC_NOISES],
+    ),
+    recipes={"cpu": {FASHION: ("cpu", dict(epochs=5, train_images=20000)),
+                     "same-different": ("cpu", dict(epochs=12, train_images=10000, lr=2e-3))},
+             "gpu": {FASHION: ("cpu", dict(epochs=30, train_images=None)),
+                     "same-different": ("cpu", dict(epochs=30, train_images=50000, lr=2e-3))}},
+    history=(
+        {"at": "2026-11-21T20:07:21Z", "commit": "081ad21",
+         "what": "an earlier study (3 seeds, 6,000 images, unpaired Welch intervals) compared castling with its "
+                 "ingredients on Fashion-MNIST and same/different, '+ DWConv 1-D' (branch off) among them, before "
+                 "this question, its pairing and its ±1 margin were chosen; its results had been read"},
+        {"at": "2026-12-03T05:10:43Z", "commit": "9a167c0",
+         "what": "the design first declared: margin ±1, MDE target 1, at least 10 seeds; seeds primary 12, "
+                 "secondary 12, diagnostic 5; noise levels 0.0, 0.02, 0.04"},
+        {"at": "2026-12-03T05:54:40Z", "commit": "4b6dea8",
+         "what": "a pilot of 4 seeds of the primary arms (paired sd 0.36 official, 0.28 kernel) set primary and "
+                 "secondary to 10 seeds by the declared rule; the noise levels became 0.03, 0.045, 0.06 after one-seed "
+                 "calibration runs that were not recorded; the run folders were named with {:.2f}, which would have "
+                 "run 0.045 as 0.04"},
+        {"at": "2026-12-03T06:37:26Z", "commit": "23c74b6",
+         "what": "the official form's CPU kernel landed while primary runs were under way (the primary part was "
+                 "complete by 07:11); the branch entered the kernel at 07:50 (4958b3d) while secondary runs were"},
+        {"at": "2026-12-03T08:23:53Z", "commit": "c220764",
+         "what": "secondary cut from 10 seeds to 5 and the diagnostic's references to 2 seeds, for CPU time, after "
+                 "the primary part and most of the first five secondary seeds had run; noise 0.06 dropped before any "
+                 "of its runs, names formatted with :g"},
+        {"at": "2026-12-03T09:37:16Z", "commit": "14cf92f",
+         "what": "noise 0.06 restored after the first seeds at 0.03 and 0.04 had run, when linear-angular alone "
+                 "reached 91 % at 0.04; every result of that execution was read (record at f58cb3e)"},
+        {"at": "2026-12-07", "commit": "this record's design",
+         "what": "every run of that execution came from training code that changed under it and does not rerun from "
+                 "any commit, so all are run again on one frozen commit. This design keeps the last design of that "
+                 "execution (arms, contrasts, seeds, noise levels, margin) unchanged, and is written knowing all its "
+                 "results"},
+    ),
+)
+
+STUDY_196 = Study(
+    tokens=196, results="results/study_196.json",
+    design={**RULES,
+            "question": "at 196 tokens, where ε = 0.02 keeps only weights about four times the uniform one, does "
+                        "training with the masked softmax branch, then castling, leave a better model than the same "
+                        "recipe without it, in the kernel form, where the branch carries weight?",
+            "margin": 0.5, "margin_why": "the MDE target: a difference smaller than half a point is within one arm's "
+                                         "seed-to-seed sd at 49 tokens (0.3 to 0.4) and would not pay for the branch's "
+                                         "training cost",
+            "mde_target": 0.5, "minimum_seeds": 10, "correction": "Holm across the primary contrasts (one)",
+            "seeds": {"primary": 10, "secondary": 5},
+            "seeds_rule": "10 seeds per primary arm; if the primary MDE (80 % power, two-sided 5 %) is then above 0.5, "
+                          "seeds are added until it is not, the first 10 included; the exploratory part's MDEs are "
+                          "reported, not targeted",
+            "calibration": "before this design: one run of 'castling, kernel form' with seed 1000 (not a study seed) "
+                           "on this recipe to time it; no branch-off run was made"},
+    contrasts=(branch_contrast("kernel", "primary"), branch_contrast("official", "secondary"),
+               *[twin_contrast(form, "secondary") for form in FORMS]),
+    recipes={"cpu": {FASHION: ("cpu", dict(patch_size=2, epochs=5, train_images=15000))},
+             "gpu": {FASHION: ("cpu", dict(patch_size=2, epochs=30, train_images=None))}},
+)
+
+STUDIES = {49: STUDY_49, 196: STUDY_196}
 QUICK = ("smoke", dict(epochs=2, train_images=256, batch_size=64))  # seconds a run: the mechanics, not a result
 
 
-def parts_contrasts(parts) -> list:
-    return [c for c in CONTRASTS if c["part"] in parts]
+def parts_contrasts(study: Study, parts) -> list:
+    return [c for c in study.contrasts if c["part"] in parts]
 
 
-def arms_by_dataset(parts) -> dict:
+def arms_by_dataset(study: Study, parts) -> dict:
     """{dataset: [arm, …]} that the chosen parts' contrasts need, in the order they are first named."""
     needed = {}
-    for c in parts_contrasts(parts):
+    for c in parts_contrasts(study, parts):
         for arm in (c["a"], c["b"]):
             needed.setdefault(c["dataset"], {})[arm] = None
-    for noise in DIAGNOSTIC_NOISES if "diagnostic" in parts else ():  # the dose–response's two references too
-        needed[same_different_name(noise)].update(dict.fromkeys(DIAGNOSTIC_ARMS))
+    if "diagnostic" in parts and "diagnostic" in study.parts:  # the dose–response's two references too
+        for noise in DIAGNOSTIC_NOISES:
+            needed[same_different_name(noise)].update(dict.fromkeys(DIAGNOSTIC_ARMS))
     return {dataset: list(arms) for dataset, arms in needed.items()}
 
 
@@ -142,8 +217,10 @@ def cached_dataset(name: str, quick: bool):
     return load_study_dataset(name, quick)
 
 
-def recipe_for(dataset: str, arm: str, seed: int, scale: str, quick: bool) -> dict:
-    preset, base = QUICK if quick else RECIPES[scale]["same-different" if dataset.startswith("same") else dataset]
+def recipe_for(study: Study, dataset: str, arm: str, seed: int, scale: str, quick: bool) -> dict:
+    preset, base = study.recipes[scale]["same-different" if dataset.startswith("same") else dataset]
+    if quick:
+        preset, base = QUICK[0], {**QUICK[1], **({"patch_size": 2} if "patch_size" in base else {})}
     return dataclasses.asdict(get_recipe(preset, **base, **ARMS[arm], seed=seed))
 
 
@@ -152,17 +229,17 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower().replace("α", "alpha")).strip("-")
 
 
-def plan(parts, seeds: dict, scale: str, quick: bool, out: Path, threads: int) -> list:
+def plan(study: Study, parts, seeds: dict, scale: str, quick: bool, out: Path, threads: int) -> list:
     """Every (dataset, arm, seed) run the parts need, seed by seed, so an interrupted study stays paired."""
     tasks, planned = [], set()
-    for part in (p for p in PARTS if p in parts):
+    for part in (p for p in study.parts if p in parts):
         for seed in range(seeds[part]):
-            for dataset, arms in arms_by_dataset([part]).items():
+            for dataset, arms in arms_by_dataset(study, [part]).items():
                 for arm in arms:
-                    if part == "diagnostic" and arm in DIAGNOSTIC_REFERENCES and seed >= DESIGN["reference_seeds"]:
+                    if part == "diagnostic" and arm in DIAGNOSTIC_REFERENCES and seed >= study.design["reference_seeds"]:
                         continue
                     task = {"dataset": dataset, "arm": arm, "seed": seed, "threads": threads, "quick": quick,
-                            "recipe": recipe_for(dataset, arm, seed, scale, quick),
+                            "recipe": recipe_for(study, dataset, arm, seed, scale, quick),
                             "out": str(out / slug(dataset) / slug(arm) / f"seed{seed}"),
                             "device": "cpu" if scale == "cpu" else "auto"}
                     if task["out"] not in planned:  # an arm two parts share runs once
@@ -171,44 +248,45 @@ def plan(parts, seeds: dict, scale: str, quick: bool, out: Path, threads: int) -
     return tasks
 
 
-def record_path(task: dict) -> Path:
-    return Path(task["out"]) / "record.json"
-
-
-def finished(task: dict) -> dict | None:
-    """The run's record if it was trained with exactly this recipe, else None (it must run).
-
-    The recorded recipe is read back through today's Recipe, so a field added since, whose default
-    keeps the old behaviour, does not retrain every run.
-    """
-    path = record_path(task)
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
+def same_recipe(recorded: dict, wanted: dict) -> bool:
+    """Whether a recorded run's recipe is `wanted`, read back through today's Recipe, so that a field added
+    since, whose default keeps the old behaviour, does not retrain every run."""
     try:
-        same = dataclasses.asdict(Recipe.from_dict(record["recipe"])) == task["recipe"]
+        return dataclasses.asdict(Recipe.from_dict(recorded)) == wanted
     except (TypeError, KeyError):  # a field that no longer exists
-        same = False
-    return record if same else None
+        return False
+
+
+def finished(task: dict, runs: list) -> dict | None:
+    """The recorded run of this task with exactly its recipe, else None (it must run)."""
+    for run in runs:
+        if (run["dataset"], run["arm"], run["seed"]) == (task["dataset"], task["arm"], task["seed"]) and \
+                same_recipe(run["recipe"], task["recipe"]):
+            return run
+    return None
 
 
 def run_one(task: dict) -> dict:
-    """Train, castle and record one run (in a worker); the record is written atomically at the end."""
+    """Train, castle and record one run (in a worker): its numbers, curves, times and code."""
     torch.set_num_threads(task["threads"])
-    started_cpu = time.process_time()
+    started, started_cpu, code = now(), time.process_time(), code_identity()
     dataset = cached_dataset(task["dataset"], task["quick"])
-    metrics = train(Recipe.from_dict(task["recipe"]), task["out"], dataset, device=task["device"], progress=False, quiet=True)
+    metrics = train(Recipe.from_dict(task["recipe"]), task["out"], dataset, device=task["device"], progress=False,
+                    quiet=True)
     history = read_history(task["out"])
     curves = {key: [row[key] for row in history] for key in (
         "test_acc", "train_loss", "train_acc", "alpha_end_of_epoch", "mask_density", "branch_share",
         "test_acc_without_branch")}
     record = {"dataset": task["dataset"], "data": dataset.name, "arm": task["arm"], "seed": task["seed"],
-              "recipe": task["recipe"],
+              "recipe": task["recipe"], "started_at": started, "ended_at": now(), "code": code,
+              "threads": task["threads"], "machine": f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}",
+              "attention_path": metrics["attention_path"],
               "after": metrics["test_acc_after_castling"], "before": metrics["test_acc_before_castling"],
               "macs_before": metrics["macs_before_castling"], "macs_after": metrics["macs_after_castling"],
-              "seconds": metrics["wall_time_s"], "cpu_seconds": None if metrics["resumed_from_epoch"] else time.process_time() - started_cpu,
+              "seconds": metrics["wall_time_s"],
+              "cpu_seconds": None if metrics["resumed_from_epoch"] else time.process_time() - started_cpu,
               "sharpness": metrics["attention_sharpness"], "chance": majority_rate(dataset), "curves": curves}
-    save_json(record_path(task), record)
+    save_json(Path(task["out"]) / "record.json", record)
     return record
 
 
@@ -218,24 +296,25 @@ def majority_rate(dataset) -> float:
     return 100.0 * counts.max().item() / len(dataset.y_test)
 
 
-def train_all(tasks: list, workers: int, progress: bool) -> list:
-    """Run the tasks not yet recorded, `workers` side by side; return every task's record."""
+def train_all(tasks: list, record, workers: int, progress: bool) -> None:
+    """Run the tasks not yet in the record, `workers` side by side; append each to the record as it ends."""
     from tqdm.auto import tqdm
 
-    records = {task["out"]: finished(task) for task in tasks}
-    todo = [task for task in tasks if records[task["out"]] is None]
+    todo = [task for task in tasks if finished(task, record.runs) is None]
+
+    def landed(run):
+        record.add_run(run)
+        record.save()  # an interrupted study loses no finished run
+        bar.update()
+
     with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="study runs", disable=not progress) as bar:
         if workers == 1:
             for task in todo:
-                records[task["out"]] = run_one(task)
-                bar.update()
+                landed(run_one(task))
         else:
             with ProcessPoolExecutor(workers) as pool:
-                futures = {pool.submit(run_one, task): task for task in todo}
-                for future in as_completed(futures):
-                    records[futures[future]["out"]] = future.result()
-                    bar.update()
-    return [records[task["out"]] for task in tasks]
+                for future in as_completed([pool.submit(run_one, task) for task in todo]):
+                    landed(future.result())
 
 
 def gather(records: list) -> dict:
@@ -253,8 +332,13 @@ def gather(records: list) -> dict:
     return runs
 
 
-def compare(runs: dict, contrasts: list, design: dict = DESIGN) -> list:
-    """Every contrast whose two arms share at least two seeds, analysed as paired differences."""
+def compare(runs: dict, contrasts: list, design: dict) -> list:
+    """Every contrast whose two arms share at least two seeds, analysed as paired differences.
+
+    Holm's adjustment runs within the primary family, where it decides the verdict, and within each
+    exploratory part, where it is reported beside the unadjusted p (p_value_holm_in_part) and decides nothing.
+    Each contrast also carries what its data exclude: the interval's bounds (excludes_above, excludes_below).
+    """
     results = []
     for c in contrasts:
         arms = runs.get(c["dataset"], {})
@@ -267,11 +351,13 @@ def compare(runs: dict, contrasts: list, design: dict = DESIGN) -> list:
         pairs = [[a["accuracies"][a["seeds"].index(s)], b["accuracies"][b["seeds"].index(s)]] for s in shared]
         result = stats.paired_difference([p[0] for p in pairs], [p[1] for p in pairs], design["margin"],
                                          1 - design["alpha"], design["power"])
-        results.append({**c, "seeds": shared, "pairs": pairs, **result})
-    primary = [r for r in results if r["primary"]]
-    for key in ("p_value", "p_equivalence"):  # Holm within the primary family only
-        for r, adjusted in zip(primary, stats.holm([r[key] for r in primary])):
-            r[key + "_holm"] = adjusted
+        results.append({**c, "seeds": shared, "pairs": pairs, **result, "excludes_above": result["interval_95"][1],
+                        "excludes_below": result["interval_95"][0]})
+    for part in PARTS:
+        family = [r for r in results if r["part"] == part]
+        for key in ("p_value", "p_equivalence"):
+            for r, adjusted in zip(family, stats.holm([r[key] for r in family])):
+                r[key + ("_holm" if part == "primary" else "_holm_in_part")] = adjusted
     for r in results:
         suffix = "_holm" if r["primary"] else ""
         r["verdict"] = stats.verdict(r["difference"], r["p_value" + suffix], r["p_equivalence" + suffix],
@@ -282,58 +368,104 @@ def compare(runs: dict, contrasts: list, design: dict = DESIGN) -> list:
     return results
 
 
-def declared(parts, seeds: dict, scale: str, quick: bool) -> dict:
-    """The design as it stands before any run: what is compared, how, and with how many seeds."""
-    recipes = {dataset: recipe_for(dataset, arms[0], 0, scale, quick) for dataset, arms in arms_by_dataset(parts).items()}
-    return {**DESIGN, "seeds": seeds, "scale": scale, "quick": quick, "parts": list(parts),
-            "arms": {arm: ARMS[arm] for arms in arms_by_dataset(parts).values() for arm in arms},
-            "contrasts": parts_contrasts(parts),
+def declared(study: Study, seeds: dict, scale: str, quick: bool) -> dict:
+    """The design this invocation declares: the study's rules, its arms and contrasts (all parts, whichever
+    run now), its recipes, and the seeds per part."""
+    parts = study.parts
+    recipes = {dataset: recipe_for(study, dataset, arms[0], 0, scale, quick)
+               for dataset, arms in arms_by_dataset(study, parts).items()}
+    return {**study.design, "tokens": study.tokens, "seeds": seeds, "scale": scale, "quick": quick, "parts": list(parts),
+            "arms": {arm: ARMS[arm] for arms in arms_by_dataset(study, parts).values() for arm in arms},
+            "contrasts": list(study.contrasts),
             "recipes": {d: {k: v for k, v in r.items() if k != "seed"} for d, r in recipes.items()}}
 
 
-def run_study(parts=PARTS, seeds: int | None = None, quick: bool = False, scale: str = "cpu", out="runs/study",
-              results="results/study.json", workers: int = 2, progress: bool = True) -> dict:
-    """Train what the parts need (resuming and extending earlier runs in `out`), analyse, write `results`."""
-    unknown = [p for p in parts if p not in PARTS]
+def run_study(parts=None, seeds: int | None = None, quick: bool = False, scale: str = "cpu", out="runs/study",
+              results=None, workers: int = 2, progress: bool = True, tokens: int = 49, amend: str | None = None) -> dict:
+    """Train what the parts need (resuming and extending earlier runs in the record), analyse, write the record."""
+    if tokens not in STUDIES:
+        raise InputError(f"--tokens {tokens}: the studies are at {sorted(STUDIES)} tokens")
+    study = STUDIES[tokens]
+    parts = tuple(parts or study.parts)
+    unknown = [p for p in parts if p not in study.parts]
     if unknown or scale not in SCALES:
-        raise ValueError(f"unknown part {unknown} or scale {scale!r}; parts: {list(PARTS)}, scales: {list(SCALES)}")
+        raise InputError(f"part {unknown} or scale {scale!r} is not this study's: the {tokens}-token study has parts "
+                         f"{list(study.parts)}, and the scales are {list(SCALES)}")
     if seeds is not None and seeds < 2:
-        raise ValueError(f"--seeds {seeds}: a paired interval needs at least 2 seeds")
-    chosen = {part: seeds or DESIGN["seeds"][part] for part in parts}
-    design = declared(parts, chosen, scale, quick)
-    save_json(Path(results), {"design": design})  # declared before any result
+        raise InputError(f"--seeds {seeds}: a paired interval needs at least 2 seeds")
+    chosen = {part: (seeds if seeds and part in parts else study.design["seeds"][part]) for part in study.parts}
+    record = open_record(Path(results or study.results), declared(study, chosen, scale, quick),
+                         list(study.history), amend)
+    design = record.design()
     threads = max(1, torch.get_num_threads() // workers)
-    out = Path(out) / ("quick" if quick else scale)
+    if scale == "cpu":  # built once here, before the workers start, so that no two compile it at once
+        from ..fast import cpu_kernel
+
+        cpu_kernel.build()
     started = time.perf_counter()
-    records = train_all(plan(parts, chosen, scale, quick, out, threads), workers, progress)
-    runs = gather(records)
-    study = {"design": design,
-             "setup": {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-                       "workers": workers, "threads_per_run": threads,
-                       "minutes_this_invocation": (time.perf_counter() - started) / 60,
-                       "minutes_by_part": minutes_by_part(runs, parts, workers)},
-             "runs": runs, "contrasts": compare(runs, design["contrasts"])}
-    save_json(Path(results), study)
-    return study
+    train_all(plan(study, parts, design["seeds"], scale, quick, Path(out) / ("quick" if quick else scale)
+                   / f"tokens{tokens}", threads), record, workers, progress)
+    runs = gather(record.runs)
+    record.content["analysis"] = {
+        "at": now(), "code": code_identity(), "contrasts": compare(runs, design["contrasts"], design),
+        "setup": {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+                  "workers": workers, "threads_per_run": threads,
+                  "minutes_this_invocation": (time.perf_counter() - started) / 60,
+                  "minutes_by_part": minutes_by_part(study, runs, workers)}}
+    record.save()
+    return {**record.content, "design": design, "runs": runs}
 
 
-def minutes_by_part(runs: dict, parts, workers: int) -> dict:
+def minutes_by_part(study: Study, runs: dict, workers: int) -> dict:
     """Each part's runs' wall time, summed and divided by the runs side by side: its length on this machine."""
     minutes = {}
-    for part in parts:
-        needed = arms_by_dataset([part])
+    for part in study.parts:
+        needed = arms_by_dataset(study, [part])
         seconds = sum(sum(runs[d][arm]["seconds"]) for d, arms in needed.items() for arm in arms
                       if arm in runs.get(d, {}))
         minutes[part] = seconds / 60 / workers
     return minutes
 
 
+def read_study(path) -> dict:
+    """A record as analyses use it: the design in force, runs gathered by dataset and arm, the contrasts."""
+    import json
+
+    content = json.loads(Path(path).read_text())
+    from .record import Record
+
+    design = Record(Path(path), content).design()
+    runs = gather(content["runs"])
+    return {**content, "design": design, "runs": runs, "contrasts": compare(runs, design["contrasts"], design)}
+
+
+def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/reproduce") -> tuple:
+    """Train one recorded run again from its recorded recipe; (recorded accuracy, accuracy now, run record)."""
+    import json
+
+    content = json.loads(Path(path).read_text())
+    matches = [r for r in content["runs"] if (r["dataset"], r["arm"], r["seed"]) == (dataset, arm, seed)]
+    if not matches:
+        have = sorted({(r["arm"], r["seed"]) for r in content["runs"] if r["dataset"] == dataset})
+        raise InputError(f"{path} holds no run of arm {arm!r}, seed {seed} on {dataset!r}; it holds "
+                         f"{len(have)} runs there, e.g. {have[:3]}")
+    recorded = matches[0]
+    task = {"dataset": dataset, "arm": arm, "seed": seed, "threads": recorded.get("threads", 1),
+            "quick": content["design"].get("quick", False), "recipe": recorded["recipe"],
+            "out": str(Path(out) / slug(dataset) / slug(arm) / f"seed{seed}"), "device": "cpu"}
+    import shutil
+
+    shutil.rmtree(task["out"], ignore_errors=True)  # a fresh run, not a resumed one
+    again = run_one(task)
+    return recorded, again
+
+
 def print_study(study: dict) -> None:
-    """The contrasts, primary first: pairs, difference, 95 % interval, MDE, verdict."""
-    design, runs = study["design"], study["runs"]
-    print(f"\n{study['setup']['machine']}, {study['setup']['workers']} runs side by side"
+    """The contrasts, primary first: pairs, difference, 95 % interval, what it excludes, MDE, verdict."""
+    design, runs, analysis = study["design"], study["runs"], study["analysis"]
+    print(f"\n{design['tokens']} tokens; {analysis['setup']['machine']}, {analysis['setup']['workers']} runs side by side"
           + (" (quick: the mechanics, not a result)" if design["quick"] else ""))
-    for part, minutes in study["setup"]["minutes_by_part"].items():
+    for part, minutes in analysis["setup"]["minutes_by_part"].items():
         print(f"  {part}: {minutes:.1f} minutes of runs")
     for dataset, arms in runs.items():
         first = next(iter(arms.values()))
@@ -344,14 +476,15 @@ def print_study(study: dict) -> None:
             sd = statistics.stdev(entry["accuracies"]) if len(entry["accuracies"]) > 1 else 0.0
             print(f"  {arm:<40} {statistics.mean(entry['accuracies']):6.2f} ± {sd:4.2f}  ({len(entry['seeds'])} seeds)")
     for part in PARTS:
-        rows = [c for c in study["contrasts"] if c["part"] == part]
+        rows = [c for c in analysis["contrasts"] if c["part"] == part]
         if rows:
-            print(f"\n{part} contrasts (paired by seed; a − b in points):")
+            print(f"\n{part} contrasts{'' if part == 'primary' else ' (exploratory)'} (paired by seed; a − b in "
+                  f"points; margin ±{design['margin']:g}):")
         for c in rows:
             low, high = c["interval_95"]
             holm = f", Holm p {c['p_value_holm']:.3f}" if c["primary"] else ""
             print(f"  {c['name']:<52} {c['difference']:+6.2f} [{low:+.2f}, {high:+.2f}]  n {c['n']:>2}, "
-                  f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}")
+                  f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}; excludes a − b above {high:+.2f}")
             if c["primary"] and c["mde_80"] > design["mde_target"]:
                 print(f"    {c['seeds_for_mde_target']} seeds would bring the MDE to {design['mde_target']} "
                       f"at this spread (sd {c['sd']:.2f})")
