@@ -74,6 +74,7 @@ WRONG = {
         ("def row_entropy(weights):\n    return -torch.where(weights > 0, weights * weights.log(), torch.zeros_like(weights)).sum(-1)",
          "NaN or infinite"),
         ("def row_entropy(weights):\n    return torch.special.entr(weights).sum(-1)", "NaN or infinite"),
+        ("def row_entropy(weights):\n    return -torch.xlogy(weights, weights).sum(-1)", "NaN or infinite"),
         ("def row_entropy(weights):\n    safe = torch.where(weights > 0, weights, torch.ones_like(weights))\n"
          "    return -(weights * torch.log2(safe)).sum(-1)", "times 1.443"),
     ],
@@ -104,6 +105,13 @@ WRONG = {
         ("def hashed_angular_attention(q, k, v, normals):\n"
          "    a = ((q @ normals.T > 0).unsqueeze(-2) == (k @ normals.T > 0).unsqueeze(-3)).to(q.dtype).mean(-1)\n"
          "    return a / a.sum(-1, keepdim=True) @ v", "N² ="),
+        ("def hashed_angular_attention(q, k, v, normals):\n"  # one query at a time: N² time, no N × N tensor
+         "    side_q, side_k = q @ normals.T > 0, k @ normals.T > 0\n"
+         "    rows = []\n"
+         "    for i in range(q.shape[-2]):\n"
+         "        a = (side_q[..., i:i + 1, None, :] == side_k[..., None, :, :]).to(q.dtype).mean(-1)\n"
+         "        rows.append(a / a.sum(-1, keepdim=True) @ v)\n"
+         "    return torch.cat(rows, dim=-2)", "grows like N^2"),
     ],
     "arccos_series": [
         ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
@@ -132,6 +140,13 @@ WRONG = {
         ("def padded_linear_angular(q, k, v, key_mask):\n"
          "    w = (0.5 + F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) / math.pi) * key_mask.unsqueeze(-2)\n"
          "    return w / w.sum(-1, keepdim=True) @ v", "N² ="),
+        ("def padded_linear_angular(q, k, v, key_mask):\n"  # one query at a time: N² time, no N × N tensor
+         "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
+         "    rows = []\n"
+         "    for i in range(q.shape[-2]):\n"
+         "        w = (0.5 + q_hat[..., i:i + 1, :] @ k_hat.transpose(-2, -1) / math.pi) * key_mask.unsqueeze(-2)\n"
+         "        rows.append(w / w.sum(-1, keepdim=True) @ v)\n"
+         "    return torch.cat(rows, dim=-2)", "grows like N^2"),
     ],
     "angular_attention_order1": [
         ("def angular_attention_order1(q, k, v):\n"
@@ -143,6 +158,14 @@ WRONG = {
          "        return torch.cat([half, x_hat / math.sqrt(math.pi), polynomial_features(x_hat, 3) / math.sqrt(math.pi)], -1)\n"
          "    phi_q, phi_k = features(q), features(k)\n"
          "    return phi_q @ (phi_k.transpose(-2, -1) @ v) / (phi_q @ phi_k.sum(-2).unsqueeze(-1))", "wrong values"),
+        ("def angular_attention_order1(q, k, v):\n"  # one query at a time: N² time, no N × N tensor
+         "    q_hat, k_hat = F.normalize(q, dim=-1), F.normalize(k, dim=-1)\n"
+         "    rows = []\n"
+         "    for i in range(q.shape[-2]):\n"
+         "        x = q_hat[..., i:i + 1, :] @ k_hat.transpose(-2, -1)\n"
+         "        w = 0.5 + (x + x ** 3 / 6) / math.pi\n"
+         "        rows.append(w / w.sum(-1, keepdim=True) @ v)\n"
+         "    return torch.cat(rows, dim=-2)", "grows like N^2"),
     ],
     "alpha_at": [
         ("def alpha_at(t, alpha0, end):\n    return alpha0 * 0.5 * (1 + math.cos(math.pi * t / end))", "after the decay window"),
@@ -209,6 +232,7 @@ WRONG = {
          "    for layer in layers:\n        layer.castle(force=True)\n    return model", "did not raise"),
         ("def castle_model(model):\n    layers = [m for m in model.modules() if isinstance(m, CastlingAttention)]\n"
          "    for layer in layers:\n        layer.set_alpha(0.0)\n        layer.castle()\n    return model", "did not raise"),
+        ("def castle_model(model):\n    return mc.castle(model)", "calls minicastling's castle()"),
     ],
     "accuracy_without_branch": [
         ("def accuracy_without_branch(model, images, labels):\n    model.eval()\n    with torch.no_grad():\n"
@@ -303,6 +327,8 @@ WRONG = {
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d)\n"
          "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "The interval is"),
+        ("def paired_interval(a, b):\n    d = [x - y for x, y in zip(a, b)]\n    return statistics.mean(d)",
+         "any sequence of those three numbers"),
     ],
     "seeds_for_power": [
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
@@ -310,7 +336,10 @@ WRONG = {
          "too few"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n"
          "    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)\n    return max(2, math.ceil((z * sd / difference) ** 2))",
-         "too few"),
+         "is what the normal approximation"),
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # the textbook central t
+         "    while n < ((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / difference) ** 2:\n"
+         "        n += 1\n    return n", "is what the central-t approximation"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 4\n"  # a search that starts too late
          "    while True:\n        c, s = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd\n"
          "        if stats.nct.sf(c, n - 1, s) + stats.nct.cdf(-c, n - 1, s) >= 0.8:\n            return n\n"
@@ -361,7 +390,17 @@ RIGHT = {
                               "    v = v.masked_fill(~key_mask.unsqueeze(-1), 0.0)\n    q_hat = F.normalize(q, dim=-1)\n"
                               "    num = 0.5 * v.sum(-2, keepdim=True) + q_hat @ (k_hat.transpose(-2, -1) @ v) / math.pi\n"
                               "    count = key_mask.sum(-1, keepdim=True).unsqueeze(-1).to(q.dtype)\n"
-                              "    return num / (0.5 * count + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)"],
+                              "    return num / (0.5 * count + q_hat @ k_hat.sum(-2).unsqueeze(-1) / math.pi)",
+                              "def padded_linear_angular(q, k, v, key_mask):\n"  # a loop over queries, O(N) all the same
+                              "    keep = key_mask.unsqueeze(-1).to(v.dtype)\n"
+                              "    k_hat, v = F.normalize(k, dim=-1) * keep, v * keep\n"
+                              "    kv, v_sum, k_sum = k_hat.transpose(-2, -1) @ v, v.sum(-2, keepdim=True), k_hat.sum(-2)\n"
+                              "    count = keep.sum(-2, keepdim=True)\n"
+                              "    rows = []\n"
+                              "    for i in range(q.shape[-2]):\n"
+                              "        q_i = F.normalize(q[..., i:i + 1, :], dim=-1)\n"
+                              "        rows.append((0.5 * v_sum + q_i @ kv / math.pi) / (0.5 * count + q_i @ k_sum.unsqueeze(-1) / math.pi))\n"
+                              "    return torch.cat(rows, dim=-2)"],
     "alpha_at": ["def alpha_at(t, alpha0, end):\n    t = torch.tensor(t, dtype=torch.float32)\n"
                  "    s = torch.clamp(t / end, max=1.0)\n    return float(alpha0 * 0.5 * (1 + torch.cos(math.pi * s)))",
                  "def alpha_at(t, alpha0, end):\n    import numpy as np\n"
@@ -383,7 +422,11 @@ RIGHT = {
                                "    return 4 * tokens * width ** 2 + 2 * tokens ** 2 * width",
                                "import numpy as np\n\ndef softmax_attention_macs(tokens, width, heads):\n"
                                "    return np.int64(tokens) * width * (4 * width + 2 * tokens)"],
-    "castle_model": ["def castle_model(model):\n    return mc.castle(model)"],
+    "castle_model": ["def castle_model(model):\n"
+                     "    layers = list(filter(lambda m: isinstance(m, CastlingAttention), model.modules()))\n"
+                     "    if any(layer.alpha != 0 for layer in layers):\n"
+                     "        raise RuntimeError('a layer still weights its softmax branch')\n"
+                     "    for layer in layers:\n        layer.castle()\n    return model"],
     "accuracy_without_branch": ["def accuracy_without_branch(model, images, labels):\n"
                                 "    twin = copy.deepcopy(model).eval()\n    set_alpha(twin, 0.0)\n    with torch.no_grad():\n"
                                 "        return 100.0 * (twin(images).argmax(-1) == labels).float().mean().item()"],
@@ -399,7 +442,13 @@ RIGHT = {
                         "    return statistics.mean(a) - statistics.mean(b), (ci.low, ci.high)",
                         "def paired_interval(a, b):\n    import numpy as np\n    from scipy import stats\n"
                         "    d = np.subtract(a, b)\n    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))\n"
-                        "    return d.mean(), (d.mean() - half, d.mean() + half)"],
+                        "    return d.mean(), (d.mean() - half, d.mean() + half)",
+                        "def paired_interval(a, b):\n    from scipy import stats\n"  # a flat (mean, low, high)
+                        "    ci = stats.ttest_rel(a, b).confidence_interval(0.95)\n"
+                        "    return statistics.mean(a) - statistics.mean(b), ci.low, ci.high",
+                        "def paired_interval(a, b):\n    import numpy as np\n    from scipy import stats\n"  # one array
+                        "    d = np.subtract(a, b)\n    half = stats.t.ppf(0.975, len(d) - 1) * stats.sem(d)\n"
+                        "    return np.array([d.mean(), d.mean() - half, d.mean() + half])"],
     "seeds_for_power": ["def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
                         "    while True:\n        crit = stats.t.ppf(0.975, n - 1)\n        nc = difference * math.sqrt(n) / sd\n"
                         "        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= 0.8:\n"

@@ -249,21 +249,61 @@ class _Uncounted(TorchFunctionMode):
             self.largest.paused = False
 
 
-def linear_in_tokens(ex: Exercise, fn, tokens: int = 2048, head_dim: int = 4, extra=None) -> None:
-    """Fails if fn builds any tensor with N² entries for N tokens: the thing O(N) attention avoids.
+class _Work(TorchDispatchMode):
+    """Counts the numbers every operation reads and writes (views, which move nothing, are free): a measure
+    of time that a loop cannot hide, since every step of a loop is counted."""
 
-    extra(tokens, head_dim) gives the function's other inputs, if it has any.
-    """
+    def __init__(self):
+        super().__init__()
+        self.numbers = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            tensors = [a for a in [*args, *(kwargs or {}).values(), *(out if isinstance(out, (tuple, list)) else (out,))]
+                       if isinstance(a, torch.Tensor)]
+            self.numbers += sum(t.numel() for t in tensors)
+        return out
+
+
+def _inputs(tokens: int, head_dim: int, extra) -> dict:
     g = torch.Generator().manual_seed(3)
     case = {name: torch.randn(1, 1, tokens, head_dim, generator=g) for name in ("q", "k", "v")}
     case.update(extra(tokens, head_dim) if extra else {})
+    return case
+
+
+def linear_in_tokens(ex: Exercise, fn, tokens: int = 2048, head_dim: int = 4, extra=None) -> None:
+    """Fails if fn builds any tensor with N² entries for N tokens, or if its work grows faster than N (a loop
+    over queries that meets every key at each step): the two ways to be O(N²) that O(N) attention avoids.
+
+    extra(tokens, head_dim) gives the function's other inputs, if it has any.
+    """
     with torch.no_grad(), _LargestTensor() as largest:
-        call(ex, fn, case)
+        call(ex, fn, _inputs(tokens, head_dim, extra))
     if largest.numel >= tokens * tokens:
         raise CheckFailed(f"{ex.label}: your values are right, but for N = {tokens} tokens your function built a "
                           f"tensor of shape {largest.shape} ({largest.numel:,} entries, N² = {tokens * tokens:,}): "
                           "that is the O(N²) matrix this exercise avoids. Multiply keys with values first "
                           "(associativity), so no tensor has a token axis twice.")
+    linear_in_time(ex, fn, head_dim, extra)
+
+
+def linear_in_time(ex: Exercise, fn, head_dim: int = 4, extra=None, sizes=(128, 1024)) -> None:
+    """Fails if the numbers fn's operations read and write grow faster than N^1.5 from sizes[0] to sizes[1] tokens."""
+    work = []
+    for tokens in sizes:
+        with torch.no_grad(), _Work() as counted:
+            call(ex, fn, _inputs(tokens, head_dim, extra))
+        work.append(max(counted.numbers, 1))
+    growth = math.log(work[1] / work[0]) / math.log(sizes[1] / sizes[0])
+    if growth > 1.5:
+        raise CheckFailed(f"{ex.label}: your values are right and no tensor has N² entries, but your function's work "
+                          f"grows like N^{growth:.1f}: from N = {sizes[0]:,} to {sizes[1]:,} tokens ({sizes[1] // sizes[0]}× "
+                          f"as many) its operations read and wrote {work[0]:,} and then {work[1]:,} numbers "
+                          f"({work[1] / work[0]:.0f}× as many). A loop over the queries (or the keys) in which every "
+                          "step meets every key costs N² time without ever holding an N × N matrix. Let the keys meet "
+                          "the values once, before any work per query, so each query costs the same at any N.")
 
 
 def compare(ex: Exercise, fn, reference, cases, differentiable=(), rtol=1e-4, atol=1e-5) -> None:

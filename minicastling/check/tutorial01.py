@@ -70,8 +70,9 @@ def entropy_reference(weights):
 
 @exercise("01", 3, "stretch", "the entropy of a row is −Σ p·log p over its keys. What is p·log p in the limit p → 0, "
                               "and what does the computer make of 0 · log 0? Keep the NaN and the infinity out of the "
-                              "gradient too: a torch.where still differentiates both of its branches, so make the "
-                              "logarithm's input safe before you take it.")
+                              "gradient too: torch.special.entr and torch.xlogy get the value at 0 right, but their "
+                              "gradient there is infinite (entr) or NaN (xlogy), and a torch.where still differentiates "
+                              "both of its branches, so make the logarithm's input safe before you take it.")
 def row_entropy(ex: Exercise, fn) -> None:
     """The entropy of each row of attention weights, rows with exact zeros included, with a finite gradient."""
     g = torch.Generator().manual_seed(3)
@@ -92,8 +93,9 @@ def row_entropy(ex: Exercise, fn) -> None:
             bad = "no gradient" if leaf.grad is None else f"{int((~torch.isfinite(leaf.grad)).sum())} NaN or infinite entries"
             raise CheckFailed(f"{ex.label}: your values are right, but the gradient has {bad} where a weight is 0 "
                               f"(weights {tuple(weights.shape)}, {int((weights == 0).sum())} zeros). The logarithm "
-                              "is still taken at 0 somewhere, or its infinite slope reaches the gradient: make the "
-                              "input of the log safe before you take it.")
+                              "is still taken at 0 somewhere, or its infinite slope reaches the gradient (as with "
+                              "torch.special.entr, whose gradient at 0 is infinite, and torch.xlogy, whose gradient "
+                              "at 0 is NaN): make the input of the log safe before you take it.")
         expected = leaf.detach().clone().requires_grad_()
         entropy_reference(expected).sum().backward()
         kept = weights > 0

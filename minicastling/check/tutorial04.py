@@ -71,7 +71,8 @@ def token_dwconv(ex: Exercise, fn) -> None:
 
 
 def official_reference(q, k, v, conv_weight, alpha, threshold):
-    """The authors' layer per head, from minicastling's parts: normalise(½v + q̂ᵀK̂ᵀV/π + α·branch) + DWConv(V)."""
+    """The authors' layer per head with the branch weighted by α, from minicastling's parts (their code adds it with
+    weight 1): normalise(½v + q̂ᵀK̂ᵀV/π + α·branch) + DWConv(V)."""
     from ..attention import linear_angular_attention
     from ..branches import masked_softmax_attention
 
@@ -79,11 +80,14 @@ def official_reference(q, k, v, conv_weight, alpha, threshold):
     return linear_angular_attention(q, k, v, form="official", auxiliary=auxiliary) + token_conv_reference(v, conv_weight)
 
 
-@exercise("04", 4, "stretch", "where each term enters is the whole exercise: the α-weighted masked softmax joins the "
-                              "linear term (with the token's own ½·v_i, tutorial 03's official form) before the L2 "
-                              "normalisation over head_dim, and the DWConv of exercise 3 is added after it.")
+@exercise("04", 4, "stretch", "where each term enters is the whole exercise. Read LinAngularAttention.forward in the "
+                              "authors' attention.py (GATECH-EIC/Castling-ViT; its lines are copied in "
+                              "tutorials/sources.md) with sparse_reg on: follow sparse, 0.5 * v, the K̂ᵀV term and "
+                              "dconv_v, and note which of them are summed before the division by the norm and which "
+                              "after. Their branch has weight 1; weight yours by alpha.")
 def official_castling_attention(ex: Exercise, fn) -> None:
-    """What the authors' attention computes per head: normalise(½v_i + q̂_iᵀK̂ᵀV/π + α·(M ⊙ P)V_i) + DWConv(V)_i."""
+    """What the authors' attention computes per head, its branch weighted by α (theirs has weight 1):
+    normalise(½v_i + q̂_iᵀK̂ᵀV/π + α·(M ⊙ P)V_i) + DWConv(V)_i."""
     g = torch.Generator().manual_seed(23)
     cases = []
     for case, alpha, threshold in zip(_qkv_cases(24, scale=2.5, cross=False), (0.7, 1.3, 0.0), (0.02, 0.1, 0.02)):

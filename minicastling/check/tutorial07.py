@@ -2,13 +2,15 @@
 and how many seeds a test needs to detect a difference."""
 
 import math
+import numbers
 
 import torch
 
 from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_number
 
 
-@exercise("07", 1, "warm-up", "section 2 found the largest share one key can take; now the smallest. Every numerator "
+@exercise("07", 1, "warm-up", "section 7 (\"Why linear-angular weights cannot be sharp\") found the largest share "
+                              "one key can take; now the smallest. Every numerator "
                               "½ + q̂·k̂/π lies between ½ − 1/π and ½ + 1/π: for one key's share to be as small as it "
                               "can be, where should its own numerator sit, and where the other N − 1?")
 def smallest_weight_bound(ex: Exercise, fn) -> None:
@@ -33,10 +35,28 @@ def _paired_lists(seed: int) -> list:
     return lists
 
 
+def _numbers(value) -> list:
+    """The numbers in a value, in order: nested tuples, lists, numpy arrays and tensors are opened."""
+    if hasattr(value, "tolist"):  # a numpy array or scalar, a tensor
+        value = value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [number for item in value for number in _numbers(item)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    raise TypeError(type(value).__name__)
+
+
 def _interval(ex: Exercise, got, case: dict) -> tuple:
-    if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], (tuple, list)) and len(got[1]) == 2):
-        raise CheckFailed(f"{ex.label}: return (difference, (low, high)); got {got!r} for {describe(case)}.")
-    return got[0], tuple(got[1])
+    """(difference, (low, high)) from any sequence of those three numbers: (d, (low, high)), (d, low, high), an array."""
+    try:
+        numbers = _numbers(got)
+    except TypeError as what:
+        numbers = f"a {what}"
+    if not isinstance(numbers, list) or len(numbers) != 3:
+        found = numbers if isinstance(numbers, str) else f"{len(numbers)} numbers"
+        raise CheckFailed(f"{ex.label}: return the difference and its interval, (difference, (low, high)) or any "
+                          f"sequence of those three numbers; got {got!r} ({found}) for {describe(case)}.")
+    return numbers[0], (numbers[1], numbers[2])
 
 
 @exercise("07", 2, "core", "the two arms of a seed share its initialisation and data order, so compare them seed by "
@@ -72,6 +92,24 @@ def seeds_reference(sd: float, difference: float) -> int:
     return seeds_needed(sd, difference, minimum=2)
 
 
+def _shortcuts(sd: float, difference: float) -> dict:
+    """What the usual shortcuts answer, each named as a student would recognise it: {name: seeds}."""
+    from scipy import stats
+
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    normal = max(2, math.ceil((z * sd / difference) ** 2))
+    answers = {"the normal approximation, n = ((z_0.975 + z_0.8) · sd / difference)²": normal}
+    n = 2  # the central t: the same formula with t quantiles of n − 1 degrees of freedom, solved for n
+    while n < ((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / difference) ** 2:
+        n += 1
+    answers["the central-t approximation, n ≥ ((t_0.975 + t_0.8 with n − 1 degrees of freedom) · sd / difference)²"] = n
+    n = 2
+    while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > difference:
+        n += 1
+    answers["a 95 % interval as narrow as ± the difference, which gives about 50 % power"] = n
+    return answers
+
+
 @exercise("07", 3, "stretch", "a test at 5 % rejects when |t| > t_crit(n − 1). If the true difference is δ, t follows "
                               "a noncentral t distribution with noncentrality δ√n / sd; the power is the chance it "
                               "lands beyond ±t_crit (scipy.stats.nct). Increase n until that chance reaches 80 %.")
@@ -85,13 +123,14 @@ def seeds_for_power(ex: Exercise, fn) -> None:
         expected, got = seeds_reference(**case), call(ex, fn, case)
         if got == expected:
             continue
-        if isinstance(got, int) and got < expected:
+        if isinstance(got, numbers.Integral) and got < expected:
+            used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got]
             verdict = (f"too few: with {got} pairs a true difference of {difference} is detected less than 80 % of "
-                       "the time. Asking only for a 95 % interval as narrow as ± the difference gives about 50 % "
-                       "power, and the normal approximation undercounts at small n: take the power from the "
-                       "noncentral t.")
+                       "the time. " + (f"{got} is what {' and '.join(used)} gives" if used else "") +
+                       ("; " if used else "") + "the power of a t-test when the difference is real comes from the "
+                       "noncentral t distribution, which the shortcuts only approximate (they undercount at small n).")
         else:
-            verdict = "more than needed: the fewest that reach 80 % is asked for." if isinstance(got, int) \
+            verdict = "more than needed: the fewest that reach 80 % is asked for." if isinstance(got, numbers.Integral) \
                 else "not a whole number of seeds."
         raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected} seeds; yours, {got!r}, is {verdict}")
     passed(ex, "7 spreads and differences, with answers from 3 to 73 seeds, match the noncentral t's power.")
