@@ -37,14 +37,14 @@ def demo(args) -> int:
     """Train a CastlingAttention layer with the α schedule, castle it, show nothing changed."""
     import torch
 
-    from . import AlphaSchedule, CastlingAttention
+    from . import AlphaSchedule
     from .course import setup, toy
 
     if args.steps < 1:
         return fail(f"--steps must be at least 1, got {args.steps}", BAD_ARGUMENT)
     setup(seed=args.seed, device="cpu")
     teacher = toy.make_teacher(sharpness=2.0)
-    student = CastlingAttention(teacher.dim, teacher.num_heads, form=args.form, conv=args.conv)
+    student = toy.make_student(teacher, seed=args.seed + 1, form=args.form, conv=args.conv)  # not the teacher's draw
     print(f"Teaching CastlingAttention(form={args.form!r}, conv={args.conv!r}) to mimic a sharp "
           f"softmax-attention teacher for {args.steps} steps; α decays to 0 at 75% of training.")
     toy.fit(student, teacher, args.steps, schedule=AlphaSchedule(end=0.75), seed=args.seed)

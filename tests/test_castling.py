@@ -33,9 +33,8 @@ def test_schedule_errors():
 
 
 def trained_student(schedule, steps=60):
-    torch.manual_seed(0)
     teacher = toy.make_teacher(dim=16, num_heads=2, sharpness=2.0)
-    student = CastlingAttention(16, 2, alpha=1.0)
+    student = toy.make_student(teacher, alpha=1.0)
     toy.fit(student, teacher, steps, schedule=schedule, progress=False)
     return student.eval()
 
