@@ -1,8 +1,9 @@
 """Measuring a model: its multiply–accumulates, how sharp its attention is, how much it uses the branch.
 
-What the paper's claims are about, read off a model: MACs before and after castling (Sec. 4), how far
-the weights it attends with are from uniform, and, while training, the softmax branch's mask density
-and its share of the attention output. Training logs these every epoch; tutorials 05–07 plot them.
+What the course measures of a model: MACs before and after castling (the abstract compares models
+"under comparable FLOPs"), how far the weights it attends with are from uniform, and, while training,
+the softmax branch's mask density and its share of the attention output. Training logs these every
+epoch; tutorials 05–07 plot them.
 """
 
 import math

@@ -1,9 +1,9 @@
 """The α schedule: how the auxiliary softmax branch's weight decays to exactly 0.
 
-Paper: Castling-ViT Sec. 3.3 says the sparse branch's mask is "regularized to gradually become
-zeros" but publishes no schedule. minicastling makes it explicit: the branch output is scaled by
-α(t), t = fraction of training done, which holds, decays and reaches exactly 0 at `end` < 1, so
-the last part of training already runs without the branch and castling changes nothing.
+The abstract says the masks for softmax attention are "regularized to gradually become zeros"; how,
+neither the abstract nor the authors' release says. This course's stand-in for it, its own reading: the
+branch output is scaled by α(t), t = fraction of training done, which holds, decays and reaches exactly
+0 at `end` < 1, so the last part of training already runs without the branch and castling changes nothing.
 Introduced in tutorial 04.
 """
 

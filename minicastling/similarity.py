@@ -1,7 +1,7 @@
 """Similarity kernels: softmax's exp kernel, the angular kernel and its arccos series.
 
-Paper: Castling-ViT (You et al., CVPR 2023), Sec. 3.2, "angular kernel" and its
-decomposition into a linear term plus high-order residuals. Introduced in tutorials 02 and 03.
+The abstract's "angular kernels", which measure similarity by "spectral angles", and their
+decomposition into "linear terms and high-order residuals". Introduced in tutorials 02 and 03.
 """
 
 import math
@@ -13,7 +13,10 @@ EPS = 1e-6  # keeps q / ‖q‖ finite for zero vectors
 
 
 def l2_normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """x / max(‖x‖, eps) over the last axis: the q̂, k̂ of the paper, with no NaN at x = 0."""
+    """x / max(‖x‖, eps) over the last axis: the q̂, k̂ of the tutorials, with no NaN at x = 0.
+
+    The authors' attention.py divides by the norm alone, which gives NaN for a zero vector.
+    """
     return F.normalize(x, p=2.0, dim=-1, eps=eps)
 
 
