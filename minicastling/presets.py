@@ -42,6 +42,8 @@ class Recipe:
     precision: str = "auto"  # "auto" (bf16 on GPUs with native bf16, fp16 below, fp32 on the CPU) or forced
     compile: bool = False
     test_every_epoch: bool = True  # False: the test split only after the last epoch
+    epoch_test_images: int | None = None  # the first N test images for each epoch's curves; None: all. The final
+    # accuracies, before and after castling, always use the whole test split
 
     def __post_init__(self):
         problems = [
@@ -58,6 +60,8 @@ class Recipe:
             (_finite(self.ema) and 0 <= self.ema < 1, "ema", "in [0, 1)"),
             (self.train_images is None or (isinstance(self.train_images, int) and self.train_images >= 1),
              "train_images", "None (all) or at least 1"),
+            (self.epoch_test_images is None or (isinstance(self.epoch_test_images, int) and self.epoch_test_images >= 1),
+             "epoch_test_images", "None (all) or at least 1"),
             (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
         ]
         for ok, name, wanted in problems:

@@ -91,6 +91,7 @@ class Run:
     average: WeightAverage | None
     train_data: DeviceData
     test_data: DeviceData
+    epoch_test_data: DeviceData  # what each epoch's curves are measured on: the test split or its first images
     schedule: object
     steps_per_epoch: int
     identity: dict
@@ -134,6 +135,9 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     subset = slice(0, recipe.train_images)
     train_data = DeviceData(dataset.x_train[subset], dataset.y_train[subset], device)
     test_data = DeviceData(dataset.x_test, dataset.y_test, device, train_data.mean, train_data.std)
+    epoch_test_data = test_data if recipe.epoch_test_images is None else DeviceData(
+        dataset.x_test[:recipe.epoch_test_images], dataset.y_test[:recipe.epoch_test_images], device, train_data.mean,
+        train_data.std)
     steps_per_epoch = len(train_data) // recipe.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{dataset.name} has {len(train_data)} training images, fewer than one batch of "
@@ -164,7 +168,7 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs; precision {precision}"
         + (f"; {process.world_size} processes" if process.world_size > 1 else ""))
     return Run(recipe, out, dataset, device, process, precision, model, net, optimizer, scaler,
-               average, train_data, test_data, schedule, steps_per_epoch, identity, history, say)
+               average, train_data, test_data, epoch_test_data, schedule, steps_per_epoch, identity, history, say)
 
 
 def read_checkpoint(path: Path, identity: dict, device) -> dict:
@@ -237,7 +241,7 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     seen = run.steps_per_epoch * recipe.batch_size
     probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the branch's use is logged
     tested = recipe.test_every_epoch or epoch + 1 == recipe.epochs
-    test_acc = evaluate(run.evaluated, run.test_data, run.precision, run.process) if tested else None
+    test_acc = evaluate(run.evaluated, run.epoch_test_data, run.precision, run.process) if tested else None
     return {"epoch": epoch + 1, "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
             "train_acc": 100.0 * run.process.sum(correct).item() / seen, "test_acc": test_acc,
             "test_acc_without_branch": test_without_branch(run, alpha, test_acc) if tested else None,
@@ -255,7 +259,7 @@ def test_without_branch(run: Run, alpha: float, test_acc: float) -> float | None
         return test_acc
     run.set_alpha(0.0)
     try:
-        return evaluate(run.evaluated, run.test_data, run.precision, run.process)
+        return evaluate(run.evaluated, run.epoch_test_data, run.precision, run.process)
     finally:
         run.set_alpha(alpha)
 
