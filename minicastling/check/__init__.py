@@ -3,8 +3,8 @@
 Every tutorial ends with exercises, graded warm-up → core → stretch, that each ask for one function;
 `check.NAME(your_function)` runs it on random inputs next to the reference and says what differs: the
 type, the shape, the values (and where), the gradient, an input changed in place, or an N × N matrix
-where O(N) was asked for. A pass prints one line; a failure raises CheckFailed, whose message is the
-whole story. `EXERCISES` lists them all with their hints (which the student copies of
+or N² time where O(N) was asked for. A pass prints one line; a failure raises CheckFailed, whose message
+is the whole story. `EXERCISES` lists them all with their hints (which the student copies of
 `python -m minicastling assignments` put into their stubs).
 
 Layout: `core` holds what every checker shares; `tutorial01` … `tutorial07` hold one tutorial's

@@ -59,7 +59,7 @@ def plot_attention_maps(maps: dict, title: str = "", vmax=None):
     for ax, (name, weights) in zip(axes[0], maps.items()):
         image = ax.imshow(weights.detach().cpu(), cmap="viridis", vmin=0, vmax=vmax)
         ax.set(title=name, xlabel="key j", ylabel="query i")
-        fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.colorbar(image, ax=ax, fraction=0.046, label="attention weight")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -114,7 +114,8 @@ def plot_history(runs: dict, title: str = "Training curves", alpha=None):
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
-        ax.legend(fontsize=10, loc="center right" if ax is acc_ax else "upper right")  # where no curve runs
+        # where no curve runs: the accuracies sit high and α starts at the top, so the lower left is free
+        ax.legend(fontsize=10, loc="lower left" if ax is acc_ax else "upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
