@@ -6,6 +6,8 @@ the softmax branch's mask density and its share of the attention output. Trainin
 epoch; tutorials 05–07 plot them.
 """
 
+import contextlib
+import copy
 import math
 
 import torch
@@ -13,7 +15,18 @@ from torch import nn
 
 from .attention import SoftmaxAttention, attention_weights
 from .castling import CastlingAttention, castled_copy, set_alpha
-from .model import ViT, evaluating
+from .model import ViT
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """The model in eval mode inside the block, back in the mode it was in after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -124,6 +137,22 @@ def branch_share(model: nn.Module, images: torch.Tensor) -> float | None:
 
     shares = [s for s in per_layer(model, images, CastlingAttention, share) if s is not None]
     return sum(shares) / len(shares) if shares else None
+
+
+def branch_use(model: nn.Module, images: torch.Tensor) -> tuple:
+    """(mask_density, branch_share) on `images`: what training logs at the end of each epoch."""
+    return mask_density(model, images), branch_share(model, images)
+
+
+def castled_measures(model: ViT, images: torch.Tensor, alpha0: float) -> dict:
+    """What a finished run reports of its trained `model` (α already 0, not yet castled): MACs per image with the
+    softmax branch on at α₀, as while training (the same as castled where there is no branch), and castled; and
+    how sharp its attention is on `images`."""
+    with_branch = copy.deepcopy(model).cpu()
+    set_alpha(with_branch, alpha0)
+    before, after = count_macs(with_branch), count_macs(castled_copy(model).cpu())
+    return {"macs_before_castling": before, "macs_after_castling": after, "mac_reduction": before / after,
+            "attention_sharpness": attention_sharpness(model, images)}
 
 
 def row_sharpness(weights: torch.Tensor) -> tuple:

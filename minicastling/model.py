@@ -5,7 +5,6 @@ inference) or with softmax attention in its place: the softmax twin, this course
 comparison in which only the attention differs. Introduced in tutorial 05.
 """
 
-import contextlib
 import dataclasses
 import math
 from functools import partial
@@ -184,14 +183,3 @@ class ViT(nn.Module):
         x = rearrange(features, "b c h w -> b (h w) c") + self.pos  # (B, N, dim)
         x = self.norm(self.blocks(x))
         return self.head(x.mean(dim=1))  # (B, classes)
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    """The model in eval mode inside the block, back in the mode it was in after it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)

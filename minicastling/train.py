@@ -8,7 +8,6 @@ ingredients small ViTs need on small data (augment.py, stochastic depth, ema.py)
 each process trains on its share of every batch (distributed.py). Introduced in tutorial 06.
 """
 
-import copy
 import dataclasses
 import json
 import math
@@ -19,18 +18,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .castling import build_fast_path, castle, paths_run, set_alpha
 from .datasets import ImageDataset, load_dataset
 from .datasets.batches import DeviceData
 from .extras import distributed
 from .extras.augment import mix
-from .weight_average import WeightAverage
 from .extras.files import InputError, atomic_write, save_json, shown
-from .extras.precision import autocast, choose_precision, grad_scaler
-from .extras.runtime import describe, seed_everything
-from .measure import attention_sharpness, branch_share, count_macs, count_parameters, mask_density
-from .castling import build_fast_path, castle, paths_run, set_alpha
-from .model import ViT, evaluating
+from .extras.precision import Precision, training_precision
+from .extras.runtime import describe
+from .measure import branch_use, castled_measures, count_parameters
+from .model import ViT
 from .presets import Recipe
+from .weight_average import WeightAverage
 
 
 def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -41,29 +40,35 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: 
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
 
-def training_step(model, optimizer, scaler, images, targets, precision: str = "fp32", label_smoothing: float = 0.0):
+def training_step(model, optimizer, precision: Precision, images, targets, label_smoothing: float = 0.0):
     """One optimizer step: forward under the precision's autocast, cross-entropy on labels or class
     probabilities (mixup/cutmix), backward through the gradient scaler, step. Returns (loss, logits)."""
-    with autocast(images.device, precision):
+    with precision.autocast():
         logits = model(images)
     loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    precision.scaler.scale(loss).backward()
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
     return loss.detach(), logits.detach()
 
 
 @torch.no_grad()
-def evaluate(model, data: DeviceData, precision: str = "fp32", process=distributed.Process(),
-             batch_size: int = 1000) -> float:
-    """Top-1 accuracy (%) on a split; each process counts its share of every batch."""
-    correct = torch.zeros((), device=data.labels.device)
-    with evaluating(model):
-        for images, labels in data.batches(batch_size, shard=process):
-            with autocast(images.device, precision):
+def evaluate(model, split: list, precision: Precision, process=distributed.Process()) -> float:
+    """Top-1 accuracy (%) over a split's batches [(images, labels), …], each process holding its share of each
+    batch. The model is in eval mode for it and back in the mode it was in after it."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=split[0][1].device)
+    images_seen = torch.zeros((), device=split[0][1].device)
+    try:
+        for images, labels in split:
+            with precision.autocast():
                 correct += (model(images).argmax(dim=-1) == labels).sum()
-    return 100.0 * process.sum(correct).item() / len(data)
+            images_seen += len(labels)
+    finally:
+        model.train(was_training)
+    return 100.0 * process.sum(correct).item() / process.sum(images_seen).item()
 
 
 def _decay_groups(model, weight_decay: float):
@@ -83,25 +88,28 @@ class Run:
     dataset: ImageDataset
     device: torch.device
     process: distributed.Process
-    precision: str
+    precision: Precision
     model: torch.nn.Module  # the ViT itself: α, state dicts and castling act on it
     net: torch.nn.Module  # what a step calls: the model, wrapped for DistributedDataParallel, compiled
     optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
     average: WeightAverage | None
     train_data: DeviceData
-    test_data: DeviceData
-    epoch_test_data: DeviceData  # what each epoch's curves are measured on: the test split or its first images
+    test: list  # the test split's batches, normalised once: [(images, labels), …]
+    epoch_test: list  # what each epoch's curves are measured on: those batches, or the first images' batches
+    probe: torch.Tensor  # a fixed batch of 256 test images on which the branch's use is logged
     schedule: object
     steps_per_epoch: int
     identity: dict
     history: list
     say: object
+    description: str  # the device and versions, one line (runtime.describe)
+    paths: list  # the code each castling layer runs (castling.choose_path); [] without one
 
     def set_alpha(self, alpha: float) -> None:
         """α on the trained model and on the weights that are evaluated (the average, if any)."""
         set_alpha(self.model, alpha)
-        set_alpha(self.evaluated, alpha)
+        if self.average is not None:
+            set_alpha(self.average.model, alpha)
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -114,8 +122,9 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     process, device = distributed.start(device)
     if not process.main:
         say = _silent
-    say(describe(device))
-    precision = choose_precision(device, recipe.precision)
+    description = describe(device)
+    say(description)
+    precision = training_precision(device, recipe.precision)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, progress=progress and process.main)
     say(f"dataset: {dataset}")
@@ -124,20 +133,21 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     if device.type == "cuda":
         from .memory import check_fits
 
-        say(check_fits(config, recipe.batch_size // process.world_size, device, precision))
-    seed_everything(recipe.seed)
+        say(check_fits(config, recipe.batch_size // process.world_size, device, precision.name))
+    torch.manual_seed(recipe.seed)  # the initial weights depend on the seed alone (all devices)
     model = ViT(config).to(device)
-    built = build_fast_path(model, device)
+    built, paths = build_fast_path(model, device), paths_run(model, device)
     if built:
         say(built)
+    if recipe.compile and config.path == "auto":  # under torch.compile "auto" means the compiled readable form
+        paths = ["readable (compiled)" if path == "library" else path for path in paths]
     optimizer = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr)
     average = WeightAverage(model, recipe.ema) if recipe.ema else None
-    subset = slice(0, recipe.train_images)
-    train_data = DeviceData(dataset.x_train[subset], dataset.y_train[subset], device)
+    train_data = DeviceData(dataset.x_train[: recipe.train_images], dataset.y_train[: recipe.train_images], device)
     test_data = DeviceData(dataset.x_test, dataset.y_test, device, train_data.mean, train_data.std)
-    epoch_test_data = test_data if recipe.epoch_test_images is None else DeviceData(
-        dataset.x_test[:recipe.epoch_test_images], dataset.y_test[:recipe.epoch_test_images], device, train_data.mean,
-        train_data.std)
+    test = test_data.split(1000, shard=process)
+    epoch_test = test if recipe.epoch_test_images is None else test_data.split(1000, process, recipe.epoch_test_images)
+    probe = test_data.split(256)[0][0]
     steps_per_epoch = len(train_data) // recipe.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{dataset.name} has {len(train_data)} training images, fewer than one batch of "
@@ -145,11 +155,9 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
     if recipe.batch_size % process.world_size:
         raise InputError(f"--batch-size {recipe.batch_size} does not split evenly over {process.world_size} processes; "
                          f"pick a multiple of {process.world_size}")
-    schedule = recipe.schedule()
     identity = {"recipe": dataclasses.asdict(recipe), "dataset": dataset.name, "train_images": len(train_data),
                 "world_size": process.world_size}
     history = []
-    scaler = grad_scaler(device, precision)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and not restart:
         state = read_checkpoint(checkpoint, identity, device)
@@ -157,18 +165,18 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         optimizer.load_state_dict(state["optimizer"])
         if average is not None:
             average.load_state_dict(state["average"])
-        scaler.load_state_dict(state["scaler"])
+        precision.scaler.load_state_dict(state["scaler"])
         history = state["history"]
         say(f"resuming from {checkpoint.name} after epoch {len(history)} of {recipe.epochs}")
     net = distributed.wrap(model, process, device)
     net = torch.compile(net) if recipe.compile else net
     say(f"model: dim {config.dim}, depth {config.depth}, {config.num_heads} heads, {config.attention} attention"
-        + (f" ({config.form} form, path {config.path})" if paths_run(model, device) else "")
+        + (f" ({config.form} form, path {config.path})" if paths else "")
         + f", {count_parameters(model):,} parameters, "
-        f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs; precision {precision}"
+        f"{config.tokens} tokens; {len(train_data):,} training images, {recipe.epochs} epochs; precision {precision.name}"
         + (f"; {process.world_size} processes" if process.world_size > 1 else ""))
-    return Run(recipe, out, dataset, device, process, precision, model, net, optimizer, scaler,
-               average, train_data, test_data, epoch_test_data, schedule, steps_per_epoch, identity, history, say)
+    return Run(recipe, out, dataset, device, process, precision, model, net, optimizer, average, train_data, test,
+               epoch_test, probe, recipe.schedule(), steps_per_epoch, identity, history, say, description, paths)
 
 
 def read_checkpoint(path: Path, identity: dict, device) -> dict:
@@ -211,7 +219,7 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     """One pass over the training split; returns the epoch's row of metrics.jsonl."""
     recipe, started = run.recipe, time.perf_counter()
     total_steps = recipe.epochs * run.steps_per_epoch
-    seed_everything(recipe.seed * 100_003 + epoch)  # an epoch's randomness depends on (seed, epoch) only
+    torch.manual_seed(recipe.seed * 100_003 + epoch)  # an epoch's randomness depends on (seed, epoch) only
     generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
     run.model.train()
     loss_sum = torch.zeros((), device=run.device)
@@ -223,45 +231,41 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
                disable=not (progress and run.process.main), leave=False)
     for i, (images, labels) in enumerate(bar):
         step = epoch * run.steps_per_epoch + i
-        set_alpha(run.model, run.schedule(step / total_steps))
+        run.set_alpha(run.schedule(step / total_steps))
         for group in run.optimizer.param_groups:
             group["lr"] = learning_rate(recipe, step, total_steps, run.steps_per_epoch)
         targets = labels
         if recipe.mixup or recipe.cutmix:
             one_hot = F.one_hot(labels, run.dataset.num_classes).float()
             images, targets = mix(images, one_hot, generator, recipe.mixup, recipe.cutmix)
-        loss, logits = training_step(run.net, run.optimizer, run.scaler, images, targets, run.precision,
-                                     recipe.label_smoothing)
+        loss, logits = training_step(run.net, run.optimizer, run.precision, images, targets, recipe.label_smoothing)
         if run.average is not None:
             run.average.update(run.model)
         loss_sum += loss
         correct += (logits.argmax(-1) == labels).sum()
     alpha = run.schedule((epoch + 1) / recipe.epochs)
     run.set_alpha(alpha)
-    seen = run.steps_per_epoch * recipe.batch_size
-    probe = next(run.test_data.batches(256))[0]  # a fixed batch on which the branch's use is logged
-    tested = recipe.test_every_epoch or epoch + 1 == recipe.epochs
-    test_acc = evaluate(run.evaluated, run.epoch_test_data, run.precision, run.process) if tested else None
-    return {"epoch": epoch + 1, "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
-            "train_acc": 100.0 * run.process.sum(correct).item() / seen, "test_acc": test_acc,
-            "test_acc_without_branch": test_without_branch(run, alpha, test_acc) if tested else None,
-            "alpha_end_of_epoch": alpha, "mask_density": mask_density(run.model, probe) if recipe.fades_a_branch else None,
-            "branch_share": branch_share(run.model, probe) if recipe.fades_a_branch else None,
-            "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+    row = {"epoch": epoch + 1,
+           "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
+           "train_acc": 100.0 * run.process.sum(correct).item() / (run.steps_per_epoch * recipe.batch_size),
+           "alpha_end_of_epoch": alpha, **epoch_tests(run, alpha, recipe.test_every_epoch or epoch + 1 == recipe.epochs),
+           "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"]}
+    return {**row, "seconds": time.perf_counter() - started}
 
 
-def test_without_branch(run: Run, alpha: float, test_acc: float) -> float | None:
-    """Test accuracy with α forced to 0 for a moment: how much the model leans on the softmax branch.
-    None for a model without one; once α is 0, the test accuracy itself."""
-    if not run.recipe.fades_a_branch:
-        return None
-    if alpha == 0.0:
-        return test_acc
-    run.set_alpha(0.0)
-    try:
-        return evaluate(run.evaluated, run.epoch_test_data, run.precision, run.process)
-    finally:
+def epoch_tests(run: Run, alpha: float, tested: bool) -> dict:
+    """The end of an epoch's measurements: test accuracy; with α forced to 0 for a moment (how much the model
+    leans on the softmax branch; once α is 0 the same); the mask's density and the branch's share of the
+    attention output on the probe batch. None where they do not apply."""
+    branch = run.recipe.fades_a_branch
+    test_acc = evaluate(run.evaluated, run.epoch_test, run.precision, run.process) if tested else None
+    without = test_acc if tested and branch and alpha == 0.0 else None
+    if tested and branch and alpha != 0.0:
+        run.set_alpha(0.0)
+        without = evaluate(run.evaluated, run.epoch_test, run.precision, run.process)
         run.set_alpha(alpha)
+    density, share = branch_use(run.model, run.probe) if branch else (None, None)
+    return {"test_acc": test_acc, "test_acc_without_branch": without, "mask_density": density, "branch_share": share}
 
 
 def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto", device: str = "auto",
@@ -283,7 +287,6 @@ def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto",
             report(run)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, run.history)
-        run.set_alpha(run.schedule(1.0))  # 0: the branch is gone before castling
         return finish(run, earlier + time.perf_counter() - started, resumed_from)
     finally:
         distributed.stop(run.process)
@@ -307,55 +310,38 @@ def report(run: Run) -> None:
         state = {"identity": run.identity, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                  "history": run.history, "epoch": len(run.history),
                  "average": None if run.average is None else run.average.state_dict(),
-                 "scaler": run.scaler.state_dict()}
+                 "scaler": run.precision.scaler.state_dict()}
         atomic_write(run.out / "checkpoint.pt", lambda f: torch.save(state, f))
     run.process.wait_for_all()
-
-
-def attention_paths(run: Run) -> list:
-    """The code each castling layer ran (castling.choose_path); under torch.compile "auto" means the compiled
-    readable form wherever it does not mean the CPU kernel."""
-    ran = paths_run(run.model, run.device)
-    if run.recipe.compile and run.recipe.model.path == "auto":
-        ran = ["readable (compiled)" if path == "library" else path for path in ran]
-    return ran
 
 
 def finish(run: Run, seconds: float, resumed_from: int = 0) -> dict:
     """Evaluate, castle, evaluate again, count MACs and how sharp the castled model's attention is;
     write metrics.json and the castled model (rank 0)."""
     recipe, model = run.recipe, run.evaluated
-    accuracy_before = evaluate(model, run.test_data, run.precision, run.process)
-    with_branch = copy.deepcopy(model).cpu()  # the training-time model: softmax branch on
-    set_alpha(with_branch, recipe.alpha0 if recipe.fades_a_branch else 0.0)
-    macs_before = count_macs(with_branch)
+    accuracy_before = evaluate(model, run.test, run.precision, run.process)
+    measured = castled_measures(model, run.probe, recipe.alpha0 if recipe.fades_a_branch else 0.0)
     castle(model)
-    accuracy_after = evaluate(model, run.test_data, run.precision, run.process)
-    macs_after = count_macs(copy.deepcopy(model).cpu())
-    probe = next(run.test_data.batches(256))[0]
+    accuracy_after = evaluate(model, run.test, run.precision, run.process)
     metrics = {
         "dataset": run.dataset.name, "model": dataclasses.asdict(model.config), "attention": model.config.attention,
-        "epochs": recipe.epochs,
-        "train_images": len(run.train_data), "device": describe(run.device), "precision": run.precision,
-        "world_size": run.process.world_size, "parameters": count_parameters(model),
-        "test_acc_before_castling": accuracy_before, "test_acc_after_castling": accuracy_after,
-        "macs_before_castling": macs_before, "macs_after_castling": macs_after,
-        "mac_reduction": macs_before / macs_after, "attention_sharpness": attention_sharpness(model, probe),
+        "epochs": recipe.epochs, "train_images": len(run.train_data), "device": run.description,
+        "precision": run.precision.name, "world_size": run.process.world_size, "parameters": count_parameters(model),
+        "test_acc_before_castling": accuracy_before, "test_acc_after_castling": accuracy_after, **measured,
         "weights": "average" if run.average is not None else "last",
-        "attention_path": {"asked": recipe.model.path, "ran": attention_paths(run)},
-        "wall_time_s": seconds, "resumed_from_epoch": resumed_from, "recipe": dataclasses.asdict(recipe), "history": "metrics.jsonl",
+        "attention_path": {"asked": recipe.model.path, "ran": run.paths},
+        "wall_time_s": seconds, "resumed_from_epoch": resumed_from, "recipe": dataclasses.asdict(recipe),
+        "history": "metrics.jsonl",
     }
     if run.process.main:
         config = dataclasses.asdict(model.config)
         atomic_write(run.out / "model.pt", lambda f: torch.save({"config": config, "model": model.state_dict()}, f))
         save_json(run.out / "metrics.json", metrics)
     run.process.wait_for_all()
-    say = run.say
-    say(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
-    if macs_before != macs_after:
-        say(f"MACs per image: {macs_before / 1e6:.1f}M while training (softmax branch on), {macs_after / 1e6:.1f}M "
-            f"castled (inference), {macs_after / macs_before:.2f}× the training-time model's")
-    else:
-        say(f"MACs per image: {macs_after / 1e6:.1f}M (no softmax branch to castle)")
-    say(f"wall time {seconds:.0f} s; metrics in {shown(run.out / 'metrics.json')}")
+    before, after = measured["macs_before_castling"], measured["macs_after_castling"]
+    run.say(f"test accuracy before castling {accuracy_before:.2f}%, after castling {accuracy_after:.2f}%")
+    run.say(f"MACs per image: {before / 1e6:.1f}M while training (softmax branch on), {after / 1e6:.1f}M castled "
+            f"(inference), {after / before:.2f}× the training-time model's" if before != after else
+            f"MACs per image: {after / 1e6:.1f}M (no softmax branch to castle)")
+    run.say(f"wall time {seconds:.0f} s; metrics in {shown(run.out / 'metrics.json')}")
     return metrics

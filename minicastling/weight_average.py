@@ -5,16 +5,14 @@ the warm-up of the decay that TensorFlow's and timm's weight averages use: early
 the weights closely, so that a short run's average is not dominated by the random initial weights
 (with a fixed decay of 0.995, 300 steps would leave them a share of 0.995³⁰⁰ ≈ 22 %). The average often
 generalises better than the last weights; the run then evaluates, castles and saves the average. Buffers (BatchNorm's
-running statistics) and castling's α are copied, not averaged: α is set by the schedule, and the
-average must fade its softmax branch exactly when the trained model does.
+running statistics) are copied, not averaged; castling's α is set on the average by the training loop, with the
+model's, so that the average fades its softmax branch exactly when the trained model does.
 """
 
 import copy
 
 import torch
 from torch import nn
-
-from .castling import CastlingAttention, set_alpha
 
 
 class WeightAverage:
@@ -42,9 +40,6 @@ class WeightAverage:
         own_buffers = dict(self.model.named_buffers())
         for name, buffer in model.named_buffers():
             own_buffers[name].copy_(buffer)
-        alphas = [m.alpha for m in model.modules() if isinstance(m, CastlingAttention)]
-        if alphas:
-            set_alpha(self.model, alphas[0])
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates}

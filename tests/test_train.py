@@ -123,3 +123,15 @@ def test_twins_never_switch_a_softmax_branch_on(tmp_path):
         assert metrics["macs_before_castling"] == metrics["macs_after_castling"]
         row = json.loads((tmp_path / attention / "metrics.jsonl").read_text().splitlines()[0])
         assert row["mask_density"] is None and row["alpha_end_of_epoch"] == 0.0
+
+
+def test_each_epochs_curves_may_use_the_first_test_images_and_the_final_accuracy_uses_all(tmp_path):
+    data = stand_in(n_train=256, n_test=300, size=16)
+    recipe = get_recipe("smoke", epochs=2, train_images=256, epoch_test_images=40, ema=0.5)
+    metrics = train(recipe, tmp_path, dataset=data, device="cpu", progress=False)
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(round(row["test_acc"] * 40 / 100, 6).is_integer() for row in history)  # k of 40 images
+    assert round(metrics["test_acc_after_castling"] * 300 / 100, 6).is_integer()  # k of all 300
+    assert metrics["weights"] == "average" and history[-1]["alpha_end_of_epoch"] == 0.0  # the average castled too
+    with pytest.raises(ValueError, match="epoch_test_images must be None"):
+        get_recipe("smoke", epoch_test_images=0)

@@ -12,7 +12,8 @@ def _model_with_live_branch(seed: int, training: bool = True):
     on which forcing α to 0 changes some predictions. The labels are what the α = 0 model predicts, but for
     the last `wrong` images, shifted by one class: the α = 0 accuracy is known exactly and is not 100."""
     from ..castling import CastlingAttention, set_alpha
-    from ..model import ViT, evaluating
+    from ..measure import evaluating
+    from ..model import ViT
     from ..presets import get_config
 
     torch.manual_seed(seed)
@@ -38,7 +39,7 @@ def _model_with_live_branch(seed: int, training: bool = True):
 def accuracy_without_branch(ex: Exercise, fn) -> None:
     """Test accuracy (%) with the softmax branch forced off: how much a model still training leans on it."""
     from ..castling import CastlingAttention
-    from ..model import evaluating
+    from ..measure import evaluating
 
     for seed, training in ((0, True), (1, False)):
         model, layers, images, labels, expected = _model_with_live_branch(seed, training)

@@ -31,6 +31,16 @@ class DeviceData:
         pixels = images.float() / 255 if images.dtype == torch.uint8 else images
         return (pixels - self.mean[:, None, None]) / self.std[:, None, None]
 
+    def split(self, batch_size: int, shard=None, images: int | None = None) -> list:
+        """The split (or its first `images`) as normalised batches [(images, labels), …], in order, made once:
+        what evaluation runs over. shard (a distributed.Process): this process's share of each batch."""
+        out, end = [], len(self) if images is None else min(images, len(self))
+        for start in range(0, end, batch_size):
+            index = torch.arange(start, min(start + batch_size, end), device=self.images.device)
+            part = slice(None) if shard is None else shard.share(len(index))
+            out.append((self.normalise(self.images[index[part]]), self.labels[index[part]]))
+        return out
+
     def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
                 crop_padding: int = 4, flip: bool = True, strength: float = 0.0, shard=None):

@@ -9,6 +9,8 @@ fp32 under every choice (attention.linear_angular_attention, fast.library_calls.
 """
 
 import contextlib
+import dataclasses
+import functools
 import warnings
 
 import torch
@@ -49,6 +51,22 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
+
+
+@dataclasses.dataclass
+class Precision:
+    """A run's precision: its name, its autocast context (`with precision.autocast():`, a no-op for fp32) and its
+    gradient scaler (on for fp16 only)."""
+
+    name: str
+    autocast: object  # a function of no arguments that returns the context
+    scaler: torch.amp.GradScaler
+
+
+def training_precision(device: torch.device, requested: str = "auto") -> Precision:
+    """The precision a run on `device` trains in (choose_precision), with its autocast and gradient scaler."""
+    name = choose_precision(device, requested)
+    return Precision(name, functools.partial(autocast, device, name), grad_scaler(device, name))
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
