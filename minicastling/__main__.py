@@ -140,6 +140,12 @@ def study(args) -> int:
     if Path(results).is_dir():
         return fail(f"--results names a JSON file, and {results!r} is a folder", BAD_ARGUMENT)
     try:
+        if args.speed:
+            from .lab.study import print_speed, trained_speed
+
+            print_speed(trained_speed(results, args.out, args.scale))
+            print(f"\nadded to {shown(Path(results))}")
+            return 0
         if args.reproduce:
             arm, seed = args.reproduce
             recorded, again = reproduce(results, arm, int(seed), out=Path(args.out) / "reproduce")
@@ -245,6 +251,9 @@ def parser() -> Parser:
                    help="cpu: recipes that fit a 2-core CPU; gpu: all of Fashion-MNIST, more epochs (not run here)")
     p.add_argument("--out", default="runs/study", help="run folders; an unfinished run there resumes")
     p.add_argument("--results", help="the record (default minicastling/results/study.json, or study_196.json)")
+    p.add_argument("--speed", action="store_true",
+                   help="time each seed's trained, castled models against its twin on the test split (after the runs; "
+                        "a quiet machine) and add the result to the record")
     p.add_argument("--reproduce", nargs=2, metavar=("ARM", "SEED"),
                    help="train one recorded run again from its recipe and compare its accuracy with the record's")
     p.set_defaults(run=study)

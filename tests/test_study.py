@@ -165,12 +165,18 @@ def test_holm_is_applied_within_each_family():
     assert "p_value_holm" not in results["third"] and results["third"]["p_value_holm_in_part"] == results["third"]["p_value"]
 
 
-def test_the_196_token_study_runs_in_quick_form(tmp_path):
-    assert main(["study", "--quick", "--tokens", "196", "--part", "primary", "--workers", "1", "--seeds", "2",
-                 "--amend", "two seeds", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "s.json")]) == 0
+def test_the_196_token_study_runs_in_quick_form_and_times_its_trained_models(tmp_path, capsys):
+    common = ["--quick", "--tokens", "196", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "s.json")]
+    assert main(["study", *common, "--part", "secondary", "--workers", "1", "--seeds", "2"]) == 0
     content = json.loads((tmp_path / "s.json").read_text())
     assert content["design"]["tokens"] == 196 and content["design"]["margin"] == 0.5
-    assert {r["arm"] for r in content["runs"]} == {"castling, kernel form", "branch off, kernel form"}
+    assert {r["arm"] for r in content["runs"]} == {"castling, official form", "branch off, official form",
+                                                  "castling, kernel form", "softmax twin"}
+    assert main(["study", *common, "--speed"]) == 0
+    speed = json.loads((tmp_path / "s.json").read_text())["speed"]
+    assert [(r["seed"], r["arm"]) for r in speed["rows"]] == [(s, a) for s in (0, 1) for a in study.SPEED_ARMS]
+    assert all(r["images_per_s"] > 0 and r["macs"] > 0 for r in speed["rows"]) and speed["at"].endswith("Z")
+    assert "images/s" in capsys.readouterr().out
 
 
 def test_bad_arguments_exit_2_with_one_sentence(tmp_path, capsys):

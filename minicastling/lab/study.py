@@ -466,6 +466,77 @@ def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/repro
     return recorded, again
 
 
+SPEED_ARMS = ("softmax twin", "castling, kernel form", "castling, official form")
+
+
+def trained_speed(path, out="runs/study", scale: str = "cpu", images: int = 2000, rounds: int = 5,
+                  threads: int = 1) -> dict:
+    """Inference of each seed's trained, castled models against that seed's softmax twin, side by side.
+
+    Loads every seed's model.pt of SPEED_ARMS from the run folders the record's runs were trained in, times
+    each on the first `images` test images (batch 1000, `threads` threads, the models taking turns for
+    `rounds` rounds) and appends the result to the record as its "speed", with the time and the code.
+    Returns it: rows {seed, arm, images_per_s, vs_twin (median over rounds, + _min, _max), macs}.
+    """
+    import json
+
+    from ..model import ViT, ViTConfig
+    from .record import Record
+    from .timing import _threads, interleaved_times, ratio_summary
+
+    content = json.loads(Path(path).read_text())
+    tokens = content["design"]["tokens"]
+    folder = Path(out) / ("quick" if content["design"]["quick"] else scale) / f"tokens{tokens}" / slug(FASHION)
+    seeds = sorted({r["seed"] for r in content["runs"] if r["arm"] == "softmax twin" and r["dataset"] == FASHION})
+    dataset = load_study_dataset(FASHION, content["design"]["quick"])
+    trained_on = content["design"]["recipes"][FASHION]["train_images"]  # normalised as in training
+    batches = None
+    rows = []
+    with _threads(threads), torch.no_grad():
+        for seed in seeds:
+            models = {}
+            for arm in SPEED_ARMS:
+                saved = folder / slug(arm) / f"seed{seed}" / "model.pt"
+                if not saved.is_file():
+                    raise InputError(f"{saved} is missing: the speed of trained models needs the run folders the "
+                                     f"record's runs were trained in (--out {out})")
+                state = torch.load(saved, map_location="cpu", weights_only=False)
+                models[arm] = ViT(ViTConfig(**state["config"])).eval()
+                models[arm].load_state_dict(state["model"])
+            if batches is None:
+                from ..datasets.batches import DeviceData
+
+                training = DeviceData(dataset.x_train[:trained_on], dataset.y_train[:trained_on], "cpu")
+                batches = DeviceData(dataset.x_test, dataset.y_test, "cpu", training.mean, training.std).split(
+                    1000, images=images)
+
+            def infer(model):
+                return lambda: [model(x) for x, _ in batches]
+
+            times = interleaved_times({arm: infer(m) for arm, m in models.items()}, rounds, seconds_per_round=0.5)
+            macs = {r["arm"]: r["macs_after"] for r in content["runs"] if r["seed"] == seed and r["arm"] in SPEED_ARMS}
+            for arm in SPEED_ARMS:
+                ratio = ratio_summary(times, "softmax twin", arm)
+                rows.append({"seed": seed, "arm": arm, "images_per_s": images / statistics.median(times[arm]),
+                             "vs_twin": ratio["ratio"], "vs_twin_min": ratio["ratio_min"],
+                             "vs_twin_max": ratio["ratio_max"], "macs": macs.get(arm)})
+    record = Record(Path(path), content)
+    record.content["speed"] = {"at": now(), "code": code_identity(), "images": images, "rounds": rounds,
+                               "threads": threads, "machine": f"{platform.machine()}, {torch.backends.cpu.get_cpu_capability()}",
+                               "rows": rows}
+    record.save()
+    return record.content["speed"]
+
+
+def print_speed(speed: dict) -> None:
+    """Images per second of each trained model, and its speed-up over the twin of its seed."""
+    print(f"inference on {speed['images']:,} test images, {speed['threads']} thread(s), models taking turns "
+          f"({speed['rounds']} rounds); speed-up = twin time / model time, median over rounds (range):")
+    for row in speed["rows"]:
+        print(f"  seed {row['seed']}, {row['arm']:<24} {row['images_per_s']:7.0f} images/s, {row['vs_twin']:.2f}x "
+              f"({row['vs_twin_min']:.2f}-{row['vs_twin_max']:.2f}), {row['macs'] / 1e6:.1f}M MACs per image")
+
+
 def print_study(study: dict) -> None:
     """The contrasts, primary first: pairs, difference, 95 % interval, what it excludes, MDE, verdict."""
     design, runs, analysis = study["design"], study["runs"], study["analysis"]
