@@ -273,14 +273,21 @@ def _inputs(tokens: int, head_dim: int, extra) -> dict:
     return case
 
 
+def largest_tensor(ex: Exercise, fn, case: dict, uncounted=()) -> "_LargestTensor":
+    """fn(**case) without gradients, recording the largest tensor it builds (.numel, .shape); what the functions in
+    `uncounted` build inside themselves (torch's attention call, say) is not counted."""
+    with torch.no_grad(), _LargestTensor() as largest, _Uncounted(largest, uncounted):
+        call(ex, fn, case)
+    return largest
+
+
 def linear_in_tokens(ex: Exercise, fn, tokens: int = 2048, head_dim: int = 4, extra=None) -> None:
     """Fails if fn builds any tensor with N² entries for N tokens, or if its work grows faster than N (a loop
     over queries that meets every key at each step): the two ways to be O(N²) that O(N) attention avoids.
 
     extra(tokens, head_dim) gives the function's other inputs, if it has any.
     """
-    with torch.no_grad(), _LargestTensor() as largest:
-        call(ex, fn, _inputs(tokens, head_dim, extra))
+    largest = largest_tensor(ex, fn, _inputs(tokens, head_dim, extra))
     if largest.numel >= tokens * tokens:
         raise CheckFailed(f"{ex.label}: your values are right, but for N = {tokens} tokens your function built a "
                           f"tensor of shape {largest.shape} ({largest.numel:,} entries, N² = {tokens * tokens:,}): "

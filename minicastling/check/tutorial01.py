@@ -4,7 +4,7 @@ smoothing as one softmax attention call, and a row's entropy."""
 import torch
 import torch.nn.functional as F
 
-from .core import CheckFailed, Exercise, _LargestTensor, _qkv_cases, _Uncounted, _randn, call, compare, exercise, passed, same_tensor
+from .core import CheckFailed, Exercise, _qkv_cases, _randn, call, compare, exercise, largest_tensor, passed, same_tensor
 
 
 def _similarities() -> dict:
@@ -53,8 +53,7 @@ def pairwise(ex: Exercise, fn, tokens: int = 1024, head_dim: int = 4) -> None:
     """Fails if fn builds an (N, M) tensor itself (as distances or scores) rather than leaving them to SDPA."""
     g = torch.Generator().manual_seed(5)
     case = {name: torch.randn(1, tokens, head_dim, generator=g) for name in ("q", "k", "v")}
-    with torch.no_grad(), _LargestTensor() as largest, _Uncounted(largest, [F.scaled_dot_product_attention]):
-        call(ex, fn, case)
+    largest = largest_tensor(ex, fn, case, uncounted=[F.scaled_dot_product_attention])
     if largest.numel >= tokens * tokens:
         raise CheckFailed(f"{ex.label}: your values are right, but for N = M = {tokens} your function built a tensor "
                           f"of shape {largest.shape}: a score or distance for every (query, key) pair. The exercise is "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extras.files import shown
-from .images import DatasetUnavailable, ImageDataset, data_dir, download, load_npz, md5, save_npz
+from .images import DatasetUnavailable, ImageDataset, cached, data_dir, download, md5
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -69,12 +69,5 @@ def parse_cifar10_archive(archive: Path) -> ImageDataset:
 def load_cifar10(root: Path | None = None, progress: bool = True, **fetch_options) -> ImageDataset:
     """CIFAR-10, cached as arrays in root/cifar10.npz after the first (verified) download."""
     root = Path(root) if root is not None else data_dir()
-    cache = root / "cifar10.npz"
-    if cache.exists():
-        try:
-            return load_npz(cache, name="cifar10", classes=CIFAR10_CLASSES)
-        except (ValueError, OSError, KeyError):
-            cache.unlink()  # an interrupted write or a stale format: rebuild it from the archive
-    dataset = parse_cifar10_archive(fetch_cifar10_archive(root, progress=progress, **fetch_options))
-    save_npz(dataset, cache)
-    return dataset
+    return cached(root / "cifar10.npz", "cifar10", CIFAR10_CLASSES,
+                  lambda: parse_cifar10_archive(fetch_cifar10_archive(root, progress=progress, **fetch_options)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extras.files import shown
-from .images import DatasetUnavailable, ImageDataset, data_dir, download, load_npz, save_npz
+from .images import DatasetUnavailable, ImageDataset, cached, data_dir, download
 
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # file: (MD5 of the published .gz, MD5 of its decompressed bytes); both from the dataset's README
@@ -137,24 +137,21 @@ def load(progress: bool = True, url: str | None = None, allow_download: bool = T
     which raises DatasetUnavailable instead. A corrupt local file raises CorruptFile naming it.
     """
     cache = data_dir() / "fashion-mnist.npz"
-    if cache.exists():
-        try:
-            return load_npz(cache, name="fashion-mnist", classes=CLASSES)
-        except (ValueError, OSError, KeyError):
-            cache.unlink()  # an interrupted write or a stale format: rebuild it from the files
-    arrays = {}
-    for name in FILES:
-        path = local_path(name)
-        if path is not None:
-            arrays[name] = verified(path, name)
-        elif allow_download:
-            arrays[name] = fetch(name, url or URL, progress)
-        else:
-            raise DatasetUnavailable(f"Fashion-MNIST's {name} is in neither {shown(cache_dir())} nor {DEBIAN_DIR}")
-    dataset = ImageDataset(
-        "fashion-mnist",
-        arrays["train-images-idx3-ubyte.gz"][..., None], arrays["train-labels-idx1-ubyte.gz"],
-        arrays["t10k-images-idx3-ubyte.gz"][..., None], arrays["t10k-labels-idx1-ubyte.gz"], CLASSES,
-    )
-    save_npz(dataset, cache)
-    return dataset
+
+    def from_files() -> ImageDataset:
+        arrays = {}
+        for name in FILES:
+            path = local_path(name)
+            if path is not None:
+                arrays[name] = verified(path, name)
+            elif allow_download:
+                arrays[name] = fetch(name, url or URL, progress)
+            else:
+                raise DatasetUnavailable(f"Fashion-MNIST's {name} is in neither {shown(cache_dir())} nor {DEBIAN_DIR}")
+        return ImageDataset(
+            "fashion-mnist",
+            arrays["train-images-idx3-ubyte.gz"][..., None], arrays["train-labels-idx1-ubyte.gz"],
+            arrays["t10k-images-idx3-ubyte.gz"][..., None], arrays["t10k-labels-idx1-ubyte.gz"], CLASSES,
+        )
+
+    return cached(cache, "fashion-mnist", CLASSES, from_files)

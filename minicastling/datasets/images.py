@@ -143,6 +143,18 @@ def save_npz(dataset: ImageDataset, path: Path) -> None:
                                           x_test=dataset.x_test, y_test=dataset.y_test))
 
 
+def cached(path: Path, name: str, classes: tuple, build) -> ImageDataset:
+    """The dataset cached as arrays at `path`; where there is none, or it is damaged, build() it and cache it."""
+    if path.exists():
+        try:
+            return load_npz(path, name=name, classes=classes)
+        except (ValueError, OSError, KeyError):
+            path.unlink()  # an interrupted write or a stale format: rebuilt below
+    dataset = build()
+    save_npz(dataset, path)
+    return dataset
+
+
 def load_npz(path, name: str | None = None, classes: tuple = ()) -> ImageDataset:
     """An .npz holding x_train, y_train, x_test, y_test: uint8 (N, H, H, C), any number of classes."""
     path = Path(path)
