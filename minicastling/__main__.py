@@ -116,8 +116,10 @@ def train(args) -> int:
     if out.exists() and not out.is_dir():
         return fail(f"--out {shown(out)} is a file, not a run folder; name a folder (it is created if missing)",
                     BAD_ARGUMENT)
+    if args.record and (Path(args.record).is_dir() or Path(args.record).suffix != ".json"):
+        return fail(f"--record names a results file, a path ending in .json; got {args.record!r}", BAD_ARGUMENT)
     try:
-        run_training(recipe, out, dataset=args.data, device=args.device, restart=args.restart)
+        metrics = run_training(recipe, out, dataset=args.data, device=args.device, restart=args.restart)
     except InputError as error:
         return fail(str(error), BAD_INPUT)
     except KeyboardInterrupt:
@@ -125,6 +127,15 @@ def train(args) -> int:
         print(f"\ninterrupted; the last finished epoch is kept in {shown(out / 'checkpoint.pt')}, and the same "
               f"command resumes from it: {command}", file=sys.stderr)
         return 130
+    if args.record:
+        from .extras.files import save_json
+        from .lab.record import code_identity, now
+        from .train import read_history
+
+        command = shlex.join(["python", "-m", "minicastling", *[a for a in args.argv if a not in ("--record", args.record)]])
+        save_json(Path(args.record), {"command": command, "at": now(), "code": code_identity(), "metrics": metrics,
+                                      "epochs": read_history(out)})
+        print(f"recorded in {shown(Path(args.record))}")
     return 0
 
 
@@ -233,6 +244,8 @@ def parser() -> Parser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="auto")
     p.add_argument("--restart", action="store_true", help="start over, replacing the checkpoint in --out")
+    p.add_argument("--record", help="also write the run's metrics, epochs, command, time and code to this JSON file "
+                                    "(what minicastling/results/train_fashion_mnist.json holds)")
     p.set_defaults(run=train)
     p = commands.add_parser("study", help="does the softmax branch make the castled model better? paired runs, "
                                           "contrasts and verdicts, in a record that keeps the design and every run")

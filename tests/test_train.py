@@ -97,7 +97,14 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_train_command_writes_metrics_json(digits_npz, tmp_path, capsys):
-    assert main(["train", "--preset", "smoke", "--data", str(digits_npz), "--epochs", "1", "--out", str(tmp_path)]) == 0
+    record = tmp_path / "record.json"
+    assert main(["train", "--preset", "smoke", "--data", str(digits_npz), "--epochs", "1", "--out", str(tmp_path),
+                 "--record", str(record)]) == 0
+    recorded = json.loads(record.read_text())
+    assert recorded["command"].startswith("python -m minicastling train --preset smoke") and "--record" not in recorded["command"]
+    assert recorded["at"].endswith("Z") and recorded["code"]["training_code_digest"] and len(recorded["epochs"]) == 1
+    assert recorded["metrics"]["attention_path"]["asked"] == "auto"
+    assert main(["train", "--preset", "smoke", "--record", str(tmp_path)]) == 2  # a folder, not a .json file
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("dataset", "model", "recipe", "epochs", "device", "test_acc_before_castling", "test_acc_after_castling",
                 "macs_before_castling", "macs_after_castling", "wall_time_s"):

@@ -176,7 +176,8 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     ax.set_yticks(range(len(contrasts)), labels, fontsize=10)
     ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired "
                   "differences; line: its 95 % t-interval", title=title)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)  # above the rows, over none
+    ax.set_title(title, pad=28)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -189,8 +190,10 @@ CURVES = (("test_acc", "test accuracy (%)"), ("train_loss", "training loss"),
 
 def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None):
     """Per-epoch curves of a study's arms, mean over seeds with a band of ±1 sd: when the branch is used,
-    when it fades, and what the model loses when α is forced to 0. α itself is dotted, right axis."""
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.4 * len(CURVES), 3.8))
+    when it fades, and what the model loses when α is forced to 0. Each arm's α is dotted in its colour on
+    the share panel's right axis; an arm without a branch has no share and nothing to force to 0."""
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.6 * len(CURVES), 4.0))
+    twin = axes[2].twinx()
     for colour, arm in zip(("tab:red", "tab:gray", "tab:orange", "tab:blue", "tab:green"), arms):
         curves = study["runs"][dataset][arm]["curves"]
         for ax, (key, label) in zip(axes, CURVES):
@@ -205,41 +208,93 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
             ax.fill_between(epochs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)],
                             color=colour, alpha=0.15)
             ax.set(xlabel="epoch", ylabel=label)
-    alpha = study["runs"][dataset][arms[0]]["curves"][0]["alpha_end_of_epoch"]
-    twin = axes[2].twinx()
-    twin.plot(range(1, len(alpha) + 1), alpha, color="black", linestyle=":")
-    twin.set(ylabel=f"α at the end of the epoch (dotted), {arms[0]}", ylim=(0, 1.05))
+        alpha = curves[0]["alpha_end_of_epoch"]
+        if any(alpha):  # an arm with a branch: its schedule, dotted
+            twin.plot(range(1, len(alpha) + 1), alpha, color=colour, linestyle=":")
+    twin.set(ylim=(0, 1.05))
+    twin.set_ylabel("α at the end of the epoch (dotted)", labelpad=2)
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    axes[0].legend(fontsize=9, loc="lower right")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(arms), fontsize=10,
+               bbox_to_anchor=(0.5, -0.02), frameon=False)
     fig.suptitle(title or f"{dataset}: mean over seeds, band ±1 sd")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1), w_pad=3.0)
     return fig
 
 
 def plot_dose_response(study: dict, arms: list, title: str = "Same/different: accuracy against noise"):
     """Each arm's castled test accuracy at every noise level of the diagnostic task: every seed a dot
-    (outcomes here are often all or nothing, which a mean ± interval would hide), the mean a line;
-    chance (the test split's majority class) dashed."""
+    (outcomes here are often all or nothing, which a mean ± interval would hide), each level's mean a bar;
+    the levels are not joined, since the references do not order their difficulty; chance (the test split's
+    majority class) dashed."""
     levels = sorted((d for d in study["runs"] if d.startswith("same-different")), key=lambda d: float(d.split()[-1]))
     noise = [float(d.split()[-1]) for d in levels]
-    step = (max(noise) - min(noise)) / 60 if len(noise) > 1 else 0.001  # arms side by side at a level
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    step = (max(noise) - min(noise)) / 40 if len(noise) > 1 else 0.001  # arms side by side at a level
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     colours = {"softmax twin": TWIN, "castling, kernel form": CASTLING, "branch off, kernel form": "tab:green",
                "linear-angular alone, kernel form": "tab:orange"}
     for i, arm in enumerate(arms):
         shift = (i - (len(arms) - 1) / 2) * step
         present = [(x, study["runs"][d][arm]["accuracies"]) for x, d in zip(noise, levels) if arm in study["runs"][d]]
-        line, = ax.plot([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_",
-                        markersize=14, label=f"{arm} (mean; dots: seeds)", color=colours.get(arm))
-        ax.scatter([x + shift for x, a in present for _ in a], [v for _, a in present for v in a], s=14,
-                   color=line.get_color(), alpha=0.6)
+        colour = colours.get(arm)
+        ax.scatter([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_", s=300,
+                   color=colour, label=f"{arm} (bar: mean; dots: seeds)")
+        ax.scatter([x + shift for x, a in present for _ in a], [v for _, a in present for v in a], s=16,
+                   color=colour, alpha=0.6)
     ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
     ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])", ylabel="test accuracy after castling (%)",
-           title=title)
-    ax.legend(fontsize=9, loc="lower left")
+           title=title, xticks=noise)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+TOKEN_COLOURS = {49: "tab:purple", 196: "tab:cyan"}
+
+
+def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 49 and at 196 tokens"):
+    """Rows of lab.study.token_table as dots with their paired 95 % intervals, one line per (contrast, tokens),
+    coloured by the number of tokens; each study's ±margin is drawn as a tick on its own lines."""
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    fig, ax = plt.subplots(figsize=(9, 0.9 * len(names) + 1.8))
+    ax.axvline(0, color="black", linewidth=1)
+    for y, name in enumerate(reversed(names)):
+        for r in [r for r in rows if r["name"] == name]:
+            offset = -0.15 if r["tokens"] == 49 else 0.15
+            low, high = r["interval_95"]
+            colour = TOKEN_COLOURS[r["tokens"]]
+            ax.plot([low, high], [y + offset] * 2, color=colour, linewidth=2.5)
+            ax.plot(r["difference"], y + offset, "o", color=colour)
+            for edge in (-margins[r["tokens"]], margins[r["tokens"]]):
+                ax.plot([edge] * 2, [y + offset - 0.1, y + offset + 0.1], color=colour, linewidth=1)
+            ax.annotate(f"{r['verdict']} (n={r['n']})", (high, y + offset), xytext=(5, -4), textcoords="offset points",
+                        fontsize=9, color=colour)
+    ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=10)
+    for tokens, colour in TOKEN_COLOURS.items():
+        ax.plot([], [], "o-", color=colour, label=f"{tokens} tokens (ticks: that study's ±{margins[tokens]:g} margin)")
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired differences; "
+                  "line: its 95 % t-interval")
+    ax.set_title(title, pad=28)
+    ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=2)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_epoch_means(series: dict, ylabel: str, title: str, log: bool = False):
+    """Per-epoch means over seeds of several (study, arm) series {label: [per-epoch values]}, one line each."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, values in series.items():
+        epochs = [e + 1 for e, v in enumerate(values) if v is not None]
+        colour = TOKEN_COLOURS[49] if label.startswith("49") else TOKEN_COLOURS[196]
+        ax.plot(epochs, [v for v in values if v is not None], marker="o", label=label, color=colour,
+                linestyle="-" if "kernel" in label else "--")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title, yscale="log" if log else "linear")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig

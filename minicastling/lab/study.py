@@ -433,14 +433,15 @@ def minutes_by_part(study: Study, runs: dict, workers: int) -> dict:
     return minutes
 
 
-def read_study(path) -> dict:
-    """A record as analyses use it: the design in force, runs gathered by dataset and arm, the contrasts."""
+def read_study(record) -> dict:
+    """A record (its path, or its content as a dict) as analyses use it: the design in force, the runs gathered
+    by dataset and arm, the contrasts computed from them."""
     import json
 
-    content = json.loads(Path(path).read_text())
     from .record import Record
 
-    design = Record(Path(path), content).design()
+    content = record if isinstance(record, dict) else json.loads(Path(record).read_text())
+    design = Record(Path("."), content).design()
     runs = gather(content["runs"])
     return {**content, "design": design, "runs": runs, "contrasts": compare(runs, design["contrasts"], design)}
 
@@ -464,6 +465,32 @@ def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/repro
     shutil.rmtree(task["out"], ignore_errors=True)  # a fresh run, not a resumed one
     again = run_one(task)
     return recorded, again
+
+
+def token_table(studies: dict, names=None) -> list:
+    """One row per (contrast, tokens) for the contrasts the studies {tokens: read_study(...)} share (or `names`):
+    {name, tokens, part, n, difference, interval_95, mde_80, verdict}, each study's rows from its own analysis."""
+    shared = names or [c["name"] for c in next(iter(studies.values()))["contrasts"]
+                       if all(c["name"] in {d["name"] for d in s["contrasts"]} for s in studies.values())]
+    rows = []
+    for name in shared:
+        for tokens, study in sorted(studies.items()):
+            c = next((c for c in study["contrasts"] if c["name"] == name), None)
+            if c is not None:
+                rows.append({"name": name, "tokens": tokens, "part": c["part"], "n": c["n"],
+                             "difference": c["difference"], "interval_95": c["interval_95"], "mde_80": c["mde_80"],
+                             "verdict": c["verdict"]})
+    return rows
+
+
+def epoch_means(study: dict, arm: str, key: str, dataset: str = FASHION) -> list:
+    """The mean over seeds, epoch by epoch, of a curve a study's runs recorded (None where none was)."""
+    curves = study["runs"][dataset][arm]["curves"]
+    means = []
+    for epoch in range(len(curves[0][key])):
+        values = [c[key][epoch] for c in curves if c[key][epoch] is not None]
+        means.append(statistics.mean(values) if values else None)
+    return means
 
 
 SPEED_ARMS = ("softmax twin", "castling, kernel form", "castling, official form")
