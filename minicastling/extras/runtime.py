@@ -74,5 +74,6 @@ def keep_freed_memory() -> bool:
 def describe(device: torch.device) -> str:
     """One line naming versions, device and budget: the header of every notebook and run. Builds nothing."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
     return (f"minicastling {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
-            f"device {device} ({name}, {torch.get_num_threads()} threads) | budget {budget()}")
+            f"device {device} ({name}, {threads} thread{'' if threads == 1 else 's'}) | budget {budget()}")
