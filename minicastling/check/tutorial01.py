@@ -1,5 +1,5 @@
-"""Tutorial 01 · attention is kernel smoothing: the estimator with any similarity, Gaussian kernel
-smoothing as one softmax attention call, and a row's entropy."""
+"""Tutorial 01 · attention is kernel smoothing: the estimator with any similarity, a row's entropy, and
+Gaussian kernel smoothing as one softmax attention call."""
 
 import torch
 import torch.nn.functional as F
@@ -27,51 +27,17 @@ def kernel_smoothing(ex: Exercise, fn) -> None:
                "minicastling.quadratic_attention in values and gradients.")
 
 
-def gaussian_reference(q, k, v):
-    """Gaussian kernel smoothing, exp(−‖q_i − k_j‖²/2) normalised over j, computed in float64 log-space."""
-    distances = torch.cdist(q.double(), k.double()).pow(2)  # (…, N, M)
-    return (torch.softmax(-distances / 2, dim=-1) @ v.double()).to(v.dtype)
-
-
-@exercise("01", 2, "core", "expand ‖q_i − k_j‖² into three terms. One depends on the query alone and cancels in the row "
-                           "normalisation (section 2's identity); what is left is a dot product plus a term per key. "
-                           "One extra feature on each side can carry that term, and torch's "
-                           "scaled_dot_product_attention takes a scale of your choosing.")
-def gaussian_attention(ex: Exercise, fn) -> None:
-    """Gaussian kernel smoothing as one softmax attention call: finite for far queries, and no (N, M) tensor of yours."""
-    g = torch.Generator().manual_seed(2)
-    far = {"q": _randn(3, 5, generator=g, scale=12.0), "k": _randn(6, 5, generator=g), "v": _randn(6, 2, generator=g)}
-    compare(ex, fn, gaussian_reference, _qkv_cases(2), ("q", "k", "v"))
-    compare(ex, fn, gaussian_reference, [far], rtol=1e-3, atol=1e-4)
-    pairwise(ex, fn)
-    passed(ex, "4 random cases match in values and gradients, queries so far from every key that every "
-               "exp(−‖q − k‖²/2) underflows to 0 in float32 get the right average, and no (N, M) tensor is built "
-               "outside torch's attention call.")
-
-
-def pairwise(ex: Exercise, fn, tokens: int = 1024, head_dim: int = 4) -> None:
-    """Fails if fn builds an (N, M) tensor itself (as distances or scores) rather than leaving them to SDPA."""
-    g = torch.Generator().manual_seed(5)
-    case = {name: torch.randn(1, tokens, head_dim, generator=g) for name in ("q", "k", "v")}
-    largest = largest_tensor(ex, fn, case, uncounted=[F.scaled_dot_product_attention])
-    if largest.numel >= tokens * tokens:
-        raise CheckFailed(f"{ex.label}: your values are right, but for N = M = {tokens} your function built a tensor "
-                          f"of shape {largest.shape}: a score or distance for every (query, key) pair. The exercise is "
-                          "to let one scaled_dot_product_attention call do that: write the Gaussian's score as a dot "
-                          "product of extended queries and keys.")
-
-
 def entropy_reference(weights):
     """−Σ p log p over the last axis, 0 · log 0 = 0, with a gradient of 0 (not infinity) at the zeros."""
     safe = torch.where(weights > 0, weights, torch.ones_like(weights))
     return -(weights * torch.log(safe)).sum(-1)
 
 
-@exercise("01", 3, "stretch", "the entropy of a row is −Σ p·log p over its keys. What is p·log p in the limit p → 0, "
-                              "and what does the computer make of 0 · log 0? Keep the NaN and the infinity out of the "
-                              "gradient too: torch.special.entr and torch.xlogy get the value at 0 right, but their "
-                              "gradient there is infinite (entr) or NaN (xlogy), and a torch.where still differentiates "
-                              "both of its branches, so make the logarithm's input safe before you take it.")
+@exercise("01", 2, "core", "the entropy of a row is −Σ p·log p over its keys. What is p·log p in the limit p → 0, "
+                           "and what does the computer make of 0 · log 0? Keep the NaN and the infinity out of the "
+                           "gradient too: torch.special.entr and torch.xlogy get the value at 0 right, but their "
+                           "gradient there is infinite (entr) or NaN (xlogy), and a torch.where still differentiates "
+                           "both of its branches, so make the logarithm's input safe before you take it.")
 def row_entropy(ex: Exercise, fn) -> None:
     """The entropy of each row of attention weights, rows with exact zeros included, with a finite gradient."""
     g = torch.Generator().manual_seed(3)
@@ -102,3 +68,37 @@ def row_entropy(ex: Exercise, fn) -> None:
                     what="the gradient where the weights are above 0")
     passed(ex, "dense rows, rows with zeros and one-hot rows (entropy 0) match in values, and in gradients that stay "
                "finite where a weight is 0.")
+
+
+def gaussian_reference(q, k, v):
+    """Gaussian kernel smoothing, exp(−‖q_i − k_j‖²/2) normalised over j, computed in float64 log-space."""
+    distances = torch.cdist(q.double(), k.double()).pow(2)  # (…, N, M)
+    return (torch.softmax(-distances / 2, dim=-1) @ v.double()).to(v.dtype)
+
+
+@exercise("01", 3, "stretch", "expand ‖q_i − k_j‖² into three terms. One depends on the query alone and cancels in the "
+                              "row normalisation (section 2's identity); what is left is a dot product plus a term per "
+                              "key. One extra feature on each side can carry that term, and torch's "
+                              "scaled_dot_product_attention takes a scale of your choosing.")
+def gaussian_attention(ex: Exercise, fn) -> None:
+    """Gaussian kernel smoothing as one softmax attention call: finite for far queries, and no (N, M) tensor of yours."""
+    g = torch.Generator().manual_seed(2)
+    far = {"q": _randn(3, 5, generator=g, scale=12.0), "k": _randn(6, 5, generator=g), "v": _randn(6, 2, generator=g)}
+    compare(ex, fn, gaussian_reference, _qkv_cases(2), ("q", "k", "v"))
+    compare(ex, fn, gaussian_reference, [far], rtol=1e-3, atol=1e-4)
+    pairwise(ex, fn)
+    passed(ex, "4 random cases match in values and gradients, queries so far from every key that every "
+               "exp(−‖q − k‖²/2) underflows to 0 in float32 get the right average, and no (N, M) tensor is built "
+               "outside torch's attention call.")
+
+
+def pairwise(ex: Exercise, fn, tokens: int = 1024, head_dim: int = 4) -> None:
+    """Fails if fn builds an (N, M) tensor itself (as distances or scores) rather than leaving them to SDPA."""
+    g = torch.Generator().manual_seed(5)
+    case = {name: torch.randn(1, tokens, head_dim, generator=g) for name in ("q", "k", "v")}
+    largest = largest_tensor(ex, fn, case, uncounted=[F.scaled_dot_product_attention])
+    if largest.numel >= tokens * tokens:
+        raise CheckFailed(f"{ex.label}: your values are right, but for N = M = {tokens} your function built a tensor "
+                          f"of shape {largest.shape}: a score or distance for every (query, key) pair. The exercise is "
+                          "to let one scaled_dot_product_attention call do that: write the Gaussian's score as a dot "
+                          "product of extended queries and keys.")
