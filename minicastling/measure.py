@@ -167,9 +167,10 @@ def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
 
     max_weight_x_n: the largest weight of a row times N (1 = uniform, N = one-hot); entropy_ratio: the
     row's entropy over log N (1 = uniform, 0 = one-hot). Softmax attention is measured on its
-    probabilities; castling attention on the linear angular kernel's weights (½ + q̂·k̂/π) / Σ, what
-    the castled model attends with (for form="official" these are the weights q̂ and k̂ imply, though
-    that form does not divide by them). Those lie within a factor (½ + 1/π)/(½ − 1/π) ≈ 4.5 of each other.
+    probabilities; castling attention on the linear angular kernel's weights (½ + q̂·k̂/π) / Σ, what a
+    castled form="kernel" layer attends with. Those lie within a factor (½ + 1/π)/(½ − 1/π) ≈ 4.5 of each
+    other. A form="official" layer does not mix its values with them (it mixes with ½ I + Q̂K̂ᵀ/π, then
+    rescales each output to length 1): there they say only how its q̂ and k̂ align, not how it attends.
     """
     def sharpness(layer, tokens):
         q, k, _ = layer.split_qkv(tokens)

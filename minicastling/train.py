@@ -71,8 +71,9 @@ def evaluate(model, split: list, precision: Precision, process=distributed.Proce
     return 100.0 * process.sum(correct).item() / process.sum(images_seen).item()
 
 
-def _decay_groups(model, weight_decay: float):
-    """Weight decay on matrices and conv kernels only, not on norms, biases or positions."""
+def decay_groups(model, weight_decay: float):
+    """AdamW's parameter groups: weight decay on matrices and conv kernels only, not on norms, biases or
+    positions (tutorial 06 writes them out)."""
     decay, rest = [], []
     for p in model.parameters():
         (decay if p.dim() >= 2 and p is not model.pos else rest).append(p)
@@ -141,7 +142,7 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         say(built)
     if recipe.compile and config.path == "auto":  # under torch.compile "auto" means the compiled readable form
         paths = ["readable (compiled)" if path == "library" else path for path in paths]
-    optimizer = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr)
+    optimizer = torch.optim.AdamW(decay_groups(model, recipe.weight_decay), lr=recipe.lr)
     average = WeightAverage(model, recipe.ema) if recipe.ema else None
     train_data = DeviceData(dataset.x_train[: recipe.train_images], dataset.y_train[: recipe.train_images], device)
     test_data = DeviceData(dataset.x_test, dataset.y_test, device, train_data.mean, train_data.std)

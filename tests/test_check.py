@@ -308,6 +308,10 @@ WRONG = {
          "    q, k, _ = layer.split_qkv(x)\n"
          "    s = 0.5 + F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) / math.pi\n"
          "    return (s / s.sum(-1, keepdim=True)).amax(-1).mean().item()", "1 means uniform"),
+        ("def layer_sharpness(layer, x):\n"  # the official form's mix, whose rows are not weights
+         "    q, k, _ = layer.split_qkv(x)\n"
+         "    mix = 0.5 * torch.eye(q.shape[-2]) + F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) / math.pi\n"
+         "    return mix.amax(-1).mean().item() * mix.shape[-1]", "official form's mix"),
     ],
     "smallest_weight_bound": [
         ("def smallest_weight_bound(tokens):\n    return (0.5 - 1 / math.pi) / (0.5 + 1 / math.pi)", "For one token it must be 1"),

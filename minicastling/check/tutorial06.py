@@ -1,6 +1,8 @@
 """Tutorial 06 · training: how much a model still training leans on the softmax branch, where its mask
-fires, and how sharp a castled layer's weights are."""
+fires, and how sharp a castled kernel-form layer's weights are."""
 
+
+import math
 
 import torch
 
@@ -73,18 +75,20 @@ def accuracy_without_branch(ex: Exercise, fn) -> None:
                "back as they were.")
 
 
-def _layers_and_tokens() -> list:
-    """CastlingAttention layers of several kinds and token batches that make their masks fire to different degrees."""
+def _kernel_form_layers() -> list:
+    """Kernel-form CastlingAttention layers of several sizes and branches, castled or not, with token batches."""
     from ..castling import CastlingAttention
 
     g = torch.Generator().manual_seed(26)
     cases = []
-    for dim, heads, tokens, options, scale in [(16, 2, 20, dict(threshold=0.02), 3.0),
-                                                (24, 3, 36, dict(threshold=0.1), 4.0),
-                                                (16, 4, 49, dict(threshold=1.0, mask="relative"), 2.0),
-                                                (32, 2, 64, dict(threshold=0.02), 0.5)]:
+    for dim, heads, tokens, options, scale in [(16, 2, 20, dict(conv="1d"), 3.0),
+                                                (24, 3, 36, dict(conv=None), 4.0),
+                                                (16, 4, 49, dict(conv="2d", alpha=0.0), 2.0),
+                                                (32, 2, 64, dict(conv="1d", alpha=0.0), 0.5)]:
         torch.manual_seed(len(cases))
-        layer = CastlingAttention(dim, heads, **options).eval()
+        layer = CastlingAttention(dim, heads, form="kernel", **options).eval()
+        if layer.alpha == 0.0:
+            layer.castle()
         cases.append({"layer": layer, "x": scale * torch.randn(2, tokens, dim, generator=g)})
     return cases
 
@@ -123,7 +127,7 @@ def model_mask_density(ex: Exercise, fn) -> None:
 
 
 def sharpness_reference(layer, x):
-    """Mean over batch, heads and queries of N × the largest linear-angular weight of the row."""
+    """Mean over batch, heads and queries of N × the largest kernel-form weight of the row."""
     from ..attention import attention_weights
     from ..measure import row_sharpness
 
@@ -132,12 +136,27 @@ def sharpness_reference(layer, x):
         return row_sharpness(attention_weights(q, k, "angular-linear"))[0]
 
 
-@exercise("06", 3, "stretch", "once castled, a layer attends with the weights of tutorial 03's kernel form, not the "
-                              "softmax's: compute those for the layer's own queries and keys. Then a number per row that "
-                              "is 1 for uniform attention and N for one-hot, averaged over everything else.")
+def _official_mix_sharpness(layer, x):
+    """N × the largest entry of each row of ½ I + Q̂K̂ᵀ/π, the official form's mix (not weights that sum to 1)."""
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        q, k, _ = layer.split_qkv(x)  # (B, H, N, d)
+        mix = 0.5 * torch.eye(q.shape[-2]) + F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) / math.pi
+        return mix.amax(-1).mean().item() * mix.shape[-1]
+
+
+@exercise("06", 3, "stretch", "castled, a kernel-form layer mixes its values with the weights of tutorial 03's kernel "
+                              "form: compute those for the layer's own queries and keys. Then a number per row that is 1 "
+                              "for uniform attention and N for one-hot, averaged over everything else.")
 def layer_sharpness(ex: Exercise, fn) -> None:
-    """How far from uniform a castled layer attends: the mean over rows of N × the largest linear-angular weight."""
-    for case in _layers_and_tokens():
-        same_number(ex, call(ex, fn, case), sharpness_reference(**case), case, rel_tol=1e-5, abs_tol=1e-6,
-                    explain="1 means uniform attention, N one-hot.")
-    passed(ex, "4 layers match minicastling.measure.attention_sharpness's measure, N × the largest weight of a row.")
+    """How far from uniform a castled kernel-form layer attends: the mean over rows of N × its largest weight."""
+    for case in _kernel_form_layers():
+        got = call(ex, fn, case)
+        hint = " That is N × the largest entry of the official form's mix ½ I + Q̂K̂ᵀ/π, whose rows do not sum to 1: " \
+               "take the kernel form's weights, each row divided by its sum." \
+            if isinstance(got, (int, float)) and math.isclose(got, _official_mix_sharpness(**case), rel_tol=1e-5) else ""
+        same_number(ex, got, sharpness_reference(**case), case, rel_tol=1e-5, abs_tol=1e-6,
+                    explain="1 means uniform attention, N one-hot." + hint)
+    passed(ex, "4 kernel-form layers, castled or not, match minicastling.measure.attention_sharpness's measure, N × the "
+               "largest weight of a row.")

@@ -114,10 +114,10 @@ def plot_history(runs: dict, title: str = "Training curves", alpha=None):
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
-        # where no curve runs: the accuracies sit high and α starts at the top, so the lower left is free
-        ax.legend(fontsize=10, loc="lower left" if ax is acc_ax else "upper right")
+    handles, labels = acc_ax.get_legend_handles_labels()  # one legend for both panels, below them: off every curve
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=10, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
