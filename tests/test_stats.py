@@ -94,3 +94,24 @@ def test_bad_pairs_are_refused():
         stats.paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="at least 2 pairs"):
         stats.paired_difference([1.0], [1.0])
+
+
+def test_equivalence_seeds_grow_as_the_margin_shrinks_and_match_a_simulation():
+    from minicastling.lab.stats import equivalence_seeds, paired_difference
+
+    wide, narrow = equivalence_seeds(0.3, 1.0), equivalence_seeds(0.3, 0.25)
+    assert wide < narrow and equivalence_seeds(0.3, 0.25) == equivalence_seeds(0.6, 0.5)  # sd / margin decides
+    rng = np.random.default_rng(0)
+    n, hits = equivalence_seeds(0.5, 0.5), 0
+    for _ in range(400):  # a true difference of 0: the share of studies that call it equivalent is about the power
+        d = rng.normal(0.0, 0.5, n)
+        hits += paired_difference(d, np.zeros(n), margin=0.5)["p_equivalence"] < 0.05
+    assert 0.7 < hits / 400 < 0.95
+
+
+def test_sign_test_pairs_need_disagreeing_arms():
+    from minicastling.lab.stats import sign_test_pairs
+
+    assert sign_test_pairs(0.3, 0.05) < sign_test_pairs(0.2, 0.1)
+    with pytest.raises(ValueError, match="must disagree"):
+        sign_test_pairs(0.1, 0.1)

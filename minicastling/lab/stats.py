@@ -110,3 +110,28 @@ def verdict(difference: float, p_value: float, p_equivalence: float, alpha: floa
     if p_value < alpha:
         return "better" if difference > 0 else "worse"
     return "equivalent" if p_equivalence < alpha else "undetermined"
+
+
+def equivalence_seeds(sd: float, margin: float, alpha: float = 0.05, power: float = 0.8, most: int = 10_000) -> int:
+    """About how many pairs two one-sided tests at ±margin need to call a true difference of 0 equivalent with
+    `power`, when the paired differences spread with `sd`: the fewest n with 2 F(margin √n / sd − t_{1−α}) − 1 ≥ power,
+    F the t distribution of n − 1 degrees of freedom (the usual approximation, which treats sd as known)."""
+    n = 2
+    while 2 * stats.t.cdf(margin * math.sqrt(n) / sd - stats.t.ppf(1 - alpha, n - 1), n - 1) - 1 < power and n < most:
+        n += 1
+    return n
+
+
+def sign_test_pairs(only_a: float, only_b: float, alpha: float = 0.05, power: float = 0.8, most: int = 10_000) -> int:
+    """About how many pairs an exact two-sided sign test of a binary endpoint needs for `power`, when a pair's arms
+    disagree with probabilities only_a (a succeeds, b not) and only_b (the reverse): the pairs where both or neither
+    succeed carry no information, so n pairs give about n·(only_a + only_b) that count."""
+    if only_a + only_b == 0 or only_a == only_b:
+        raise ValueError("the arms must disagree, and one more often than the other, for a sign test to find anything")
+    share = max(only_a, only_b) / (only_a + only_b)
+    for n in range(2, most):
+        counted = max(1, round(n * (only_a + only_b)))
+        critical = stats.binom.ppf(1 - alpha / 2, counted, 0.5)
+        if stats.binom.sf(critical, counted, share) >= power:
+            return n
+    return most
