@@ -46,7 +46,8 @@ def linear_angular_attention(q, k, v, form="official", auxiliary=None, eps=EPS) 
     form="kernel": exactly the row-normalised linear angular kernel ½ + q̂·k̂/π,
         o_i = (½ Σ_j v_j + (1/π) q̂_iᵀ(K̂ᵀV)) / (M/2 + (1/π) q̂_i·Σ_j k̂_j);
         equals quadratic_attention(q, k, v, "angular-linear").
-    form="official": the authors' code, which is not a weighted average:
+    form="official": as the authors' released code computes it (the name means only that, not the paper's
+        final block, which is not published), and not a weighted average:
         o_i = normalize(½ v_i + (1/π) q̂_iᵀ(K̂ᵀV) + auxiliary_i) over head_dim; needs M == N.
     `auxiliary` (…, N, dv), the weighted masked-softmax branch, is added where the authors add it:
     before the normalisation (official) or to the average (kernel). This is the readable form; the

@@ -51,9 +51,9 @@ class CastlingAttention(MultiHeadTokens):
     and inference is O(N). While α > 0 the branch is part of the model in train and eval mode alike,
     so evaluation measures what was trained.
 
-    form: "official" (what the authors' released code computes, and the default for that reason) or
-        "kernel" (the row-normalised linear angular kernel, this course's Nadaraya–Watson reading);
-        see attention.linear_angular_attention.
+    form: "official" (what the authors' released code computes, and the default for that reason; the name
+        means only that, not the paper's final block, which is not published) or "kernel" (the row-normalised
+        linear angular kernel, this course's Nadaraya–Watson reading); see attention.linear_angular_attention.
     conv: "1d" (the authors' (9, 1) kernel over tokens), "2d" (3×3 over the token grid) or None.
     threshold: ε of the mask [softmax > ε]; with mask="relative" it is in units of the uniform
         weight 1/N, so the mask keeps the weights above threshold/N (the authors' mask is "absolute").
