@@ -33,11 +33,10 @@ def entropy_reference(weights):
     return -(weights * torch.log(safe)).sum(-1)
 
 
-@exercise("01", 2, "core", "the entropy of a row is −Σ p·log p over its keys. What is p·log p in the limit p → 0, "
-                           "and what does the computer make of 0 · log 0? Keep the NaN and the infinity out of the "
-                           "gradient too: torch.special.entr and torch.xlogy get the value at 0 right, but their "
-                           "gradient there is infinite (entr) or NaN (xlogy), and a torch.where still differentiates "
-                           "both of its branches, so make the logarithm's input safe before you take it.")
+@exercise("01", 2, "core", "the entropy of a row is −Σ p·log p over its keys, and p·log p tends to 0 as p → 0. Section "
+                           "5 showed what the computer makes of 0 · log 0, and why a torch.where around the product "
+                           "still puts a NaN in the gradient (torch.special.entr an infinity, torch.xlogy a NaN): make "
+                           "the logarithm's input safe before you take it, then add up each row.")
 def row_entropy(ex: Exercise, fn) -> None:
     """The entropy of each row of attention weights, rows with exact zeros included, with a finite gradient."""
     g = torch.Generator().manual_seed(3)
@@ -60,7 +59,8 @@ def row_entropy(ex: Exercise, fn) -> None:
                               f"(weights {tuple(weights.shape)}, {int((weights == 0).sum())} zeros). The logarithm "
                               "is still taken at 0 somewhere, or its infinite slope reaches the gradient (as with "
                               "torch.special.entr, whose gradient at 0 is infinite, and torch.xlogy, whose gradient "
-                              "at 0 is NaN): make the input of the log safe before you take it.")
+                              "at 0 is NaN): make the input of the log safe before you take it (section 5). Any "
+                              "finite gradient at an exact 0 passes; the reference's is 0.")
         expected = leaf.detach().clone().requires_grad_()
         entropy_reference(expected).sum().backward()
         kept = weights > 0
