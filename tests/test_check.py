@@ -117,7 +117,11 @@ WRONG = {
         ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
          "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m) for m in range(order + 1))", "wrong values"),
         ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order)\n"
-         "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m + 1) for m in range(order))", "should be a torch.Tensor"),
+         "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m + 1) for m in range(order))", "stops one term short"),
+        ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 2)\n"
+         "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m + 1) for m in range(order + 2))", "one term too many"),
+        ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(max(order, 1))\n"
+         "    return math.pi / 2 - sum(float(c[m]) * x ** (2 * m + 1) for m in range(max(order, 1)))", "one term short"),
         ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"
          "    return -sum(float(c[m]) * x ** (2 * m + 1) for m in range(order + 1))", "wrong values"),
         ("def arccos_series(x, order):\n    c = mc.arccos_taylor_coefficients(order + 1)\n"

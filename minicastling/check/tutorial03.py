@@ -1,9 +1,35 @@
 """Tutorial 03 · the linear decomposition: the arccos series, the kernel form over padded keys, and
 one more term of the series in O(N)."""
 
+import math
+
 import torch
 
-from .core import Exercise, _qkv_cases, compare, exercise, linear_in_tokens, passed
+from .core import CheckFailed, Exercise, _qkv_cases, call, compare, describe, exercise, linear_in_tokens, passed
+
+
+def _count_the_terms(ex: Exercise, got, case: dict) -> None:
+    """A series with one term too few or too many, said as such: order n keeps n + 1 terms, c_0 x … c_n x^(2n+1)."""
+    from ..similarity import truncated_arccos
+
+    x, order = case["x"], case["order"]
+    terms = (f"the series cut after x^(2·order+1) has order + 1 terms, c_0·x … c_order·x^(2·order+1), so for order "
+             f"{order} it has {order + 1}")
+    if isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(got, math.pi / 2):
+        raise CheckFailed(f"{ex.label}: for {describe(case)} your function returned the number π/2 = {got:.6g}, a "
+                          f"series with no term in x, where a tensor shaped like x was expected: {terms} (a sum "
+                          "over range(order) stops one term short).")
+    if not (isinstance(got, torch.Tensor) and got.shape == x.shape):
+        return  # compare() says what is wrong with its type or shape
+    if torch.allclose(got.double(), truncated_arccos(x.double(), order), rtol=1e-4, atol=1e-5):
+        return  # right (where a term more or less changes little, compare() decides)
+    for cut, short in ((order - 1, "one term short"), (order + 1, "one term too many")):
+        series = truncated_arccos(x.double(), cut) if cut >= 0 else torch.full_like(x.double(), math.pi / 2)
+        if torch.allclose(got.double(), series, rtol=1e-4, atol=1e-5):
+            after = f"after the x^{2 * cut + 1} term" if cut >= 0 else "before the x term: π/2 alone"
+            raise CheckFailed(f"{ex.label}: for {describe(case)} your series is {short}: it is arccos's series cut "
+                              f"{after}; {terms}" + (" (a sum over range(order) stops one term short)." if cut < order
+                                                      else "."))
 
 
 @exercise("03", 1, "warm-up", "mc.arccos_taylor_coefficients gives c_0, c_1, …; the series subtracts odd powers of x, "
@@ -15,6 +41,8 @@ def arccos_series(ex: Exercise, fn) -> None:
     g = torch.Generator().manual_seed(8)
     cases = [{"x": torch.rand(*shape, generator=g) * 2 - 1, "order": order}
              for shape, order in [((7,), 0), ((3, 5), 1), ((2, 2, 4), 3), ((6,), 8)]]
+    for case in cases:
+        _count_the_terms(ex, call(ex, fn, case), case)
     compare(ex, fn, truncated_arccos, cases, ("x",))
     passed(ex, "orders 0, 1, 3 and 8 match minicastling.similarity.truncated_arccos in values and gradients.")
 
