@@ -302,6 +302,16 @@ WRONG = {
          "    model.eval()\n    model(images)\n    model.train(was)\n"
          "    for hook in hooks:\n        hook.remove()\n"
          "    return sum(densities) / len(densities)", "mask='relative'"),
+        ("def model_mask_density(model, images):\n"  # measured in training mode: the stem's BatchNorm moves
+         "    densities = []\n"
+         "    def measure(layer, inputs):\n"
+         "        q, k, _ = layer.split_qkv(inputs[0])\n"
+         "        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)\n"
+         "        densities.append((p > layer.mask_threshold(k.shape[-2])).float().mean().item())\n"
+         "    hooks = [m.register_forward_pre_hook(measure) for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    with torch.no_grad():\n        model(images)\n"
+         "    for hook in hooks:\n        hook.remove()\n"
+         "    return sum(densities) / len(densities)", "BatchNorm statistics"),
     ],
     "layer_sharpness": [
         ("def layer_sharpness(layer, x):\n"

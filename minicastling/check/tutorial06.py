@@ -99,6 +99,7 @@ def _kernel_form_layers() -> list:
                            "layers. Measure in eval mode, and leave the model as you found it.")
 def model_mask_density(ex: Exercise, fn) -> None:
     """The share of softmax entries the auxiliary mask keeps, averaged over a model's CastlingAttention layers."""
+    from ..castling import CastlingAttention
     from ..measure import mask_density
     from ..model import ViT
     from ..presets import get_config
@@ -110,6 +111,8 @@ def model_mask_density(ex: Exercise, fn) -> None:
         images = 2 * torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=g)
         case = {"model": model, "images": images}
         expected = mask_density(model, images)
+        alphas = [m.alpha for m in model.modules() if isinstance(m, CastlingAttention)]
+        state = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
         got = call(ex, fn, case)
         if model.training != (seed != 2):
             was = "training" if seed != 2 else "eval"
@@ -119,11 +122,23 @@ def model_mask_density(ex: Exercise, fn) -> None:
         if any(m._forward_pre_hooks for m in model.modules()):
             raise CheckFailed(f"{ex.label}: your hooks are still registered on the model: remove each one "
                               "(hook.remove()) after the forward pass.")
+        now = [m.alpha for m in model.modules() if isinstance(m, CastlingAttention)]
+        if now != alphas:
+            raise CheckFailed(f"{ex.label}: the layers came back with alphas {now}; they went in with {alphas}. "
+                              "Measuring the mask needs no change of α: leave each layer's α as it is.")
+        changed = [k for k, v in state.items() if not torch.equal(model.state_dict()[k], v)]
+        if changed:
+            what = ("the conv stem's BatchNorm statistics" if all("running" in k or "num_batches" in k for k in changed)
+                    else "the model's weights")
+            raise CheckFailed(f"{ex.label}: measuring changed {what} ({changed[0]} and {len(changed) - 1} more). In "
+                              "training mode every forward pass updates the BatchNorm running averages: run the "
+                              "model in eval mode (and without gradients), then restore the mode it was in.")
         same_number(ex, got, expected, case, rel_tol=1e-5, abs_tol=1e-4,  # a few entries may sit on the threshold
                     explain=f"The model's layers use threshold={options['threshold']:g}, "
                             f"mask={options.get('mask', 'absolute')!r}.")
     passed(ex, "3 smoke models (absolute and relative masks) match minicastling.measure.mask_density, and each comes "
-               "back in the mode it was in (training or eval), without hooks.")
+               "back in the mode it was in (training or eval), without hooks, with its α, weights and BatchNorm "
+               "statistics unchanged.")
 
 
 def sharpness_reference(layer, x):

@@ -110,7 +110,7 @@ def plot_history(runs: dict, title: str = "Training curves", alpha=None):
         acc_ax.plot([], [], color="black", linestyle=":", label="α during training (right axis)")
     loss_ax.set(xlabel="epoch", ylabel="training loss (label-smoothed)", title="Training loss")
     acc_ax.set(xlabel="epoch (α: training progress × epochs)", ylabel="test accuracy (%)", ylim=(0, 100),
-               title="Test accuracy, from 0")
+               title="Test accuracy per epoch, on a full 0–100 % axis")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
