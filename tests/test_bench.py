@@ -69,7 +69,7 @@ def test_bench_command_prints_ratios_and_writes_json_and_plot(capsys, tmp_path):
     assert cli.main(["bench", "--quick", "--out", str(tmp_path / "bench.json")]) == 0
     out = capsys.readouterr().out
     assert "fwd+bwd @ 1024 tokens" in out and "forward @ 4096 tokens" in out
-    assert "castled CastlingAttention vs its SoftmaxAttention twin" in out and "goal >= 1.5x" in out
+    assert "castled CastlingAttention vs its SoftmaxAttention twin" in out and "goal >= 1.50x" in out
     assert "GFLOP/s" in out and "whole models" in out and "goals, eager (this run)" in out
     assert "of which at least matmuls" in out and "compiled comparison skipped: quick run" in out
     assert ("one thread's matmul rate" in out) == (torch.get_num_threads() > 1)

@@ -103,6 +103,19 @@ def test_quick_study_writes_dated_runs_and_paired_contrasts_with_curves(primary)
     assert off["curves"][0]["branch_share"] == [None] * epochs
 
 
+def test_completion_counts_the_planned_runs_and_marks_early_looks_interim(primary):
+    analysed = study.read_study(primary / "study.json")
+    # secondary: five arms of its own on 5 seeds, and seeds 2–4 of the two castling arms
+    assert study.completion(analysed) == {"primary": (8, 8), "secondary": (0, 5 * 5 + 2 * 3), "diagnostic": (0, 42)}
+    assert all(c["n"] == c["planned_n"] for c in analysed["contrasts"] if c["primary"])
+    content = written(primary)
+    content["runs"] = [r for r in content["runs"] if r["seed"] == 0 or r["arm"] != "castling, kernel form"]
+    assert study.completion(study.read_study(content))["primary"] == (7, 8)
+    design = {**analysed["design"], "seeds": {**analysed["design"]["seeds"], "primary": 3}}
+    assert all(c["planned_n"] == 3 > c["n"] for c in study.compare(analysed["runs"], design["contrasts"], design)
+               if c["primary"])
+
+
 def test_a_changed_design_is_refused_without_a_reason_and_appended_with_one(primary, monkeypatch, capsys):
     trained = []
     original = study.run_one

@@ -235,23 +235,41 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower().replace("α", "alpha")).strip("-")
 
 
-def plan(study: Study, parts, seeds: dict, scale: str, quick: bool, out: Path, threads: int) -> list:
-    """Every (dataset, arm, seed) run the parts need, seed by seed, so an interrupted study stays paired."""
-    tasks, planned = [], set()
+def planned(study: Study, parts, seeds: dict) -> list:
+    """Every (part, dataset, arm, seed) the parts need, seed by seed, each once (an arm two parts share runs
+    for the first part that names it)."""
+    runs, seen = [], set()
     for part in (p for p in study.parts if p in parts):
         for seed in range(seeds[part]):
             for dataset, arms in arms_by_dataset(study, [part]).items():
                 for arm in arms:
                     if part == "diagnostic" and arm in DIAGNOSTIC_REFERENCES and seed >= study.design["reference_seeds"]:
                         continue
-                    task = {"dataset": dataset, "arm": arm, "seed": seed, "threads": threads, "quick": quick,
-                            "recipe": recipe_for(study, dataset, arm, seed, scale, quick),
-                            "out": str(out / slug(dataset) / slug(arm) / f"seed{seed}"),
-                            "device": "cpu" if scale == "cpu" else "auto"}
-                    if task["out"] not in planned:  # an arm two parts share runs once
-                        planned.add(task["out"])
-                        tasks.append(task)
-    return tasks
+                    if (dataset, arm, seed) not in seen:
+                        seen.add((dataset, arm, seed))
+                        runs.append((part, dataset, arm, seed))
+    return runs
+
+
+def plan(study: Study, parts, seeds: dict, scale: str, quick: bool, out: Path, threads: int) -> list:
+    """Every run the parts need as a task, seed by seed, so an interrupted study stays paired."""
+    return [{"dataset": dataset, "arm": arm, "seed": seed, "threads": threads, "quick": quick,
+             "recipe": recipe_for(study, dataset, arm, seed, scale, quick),
+             "out": str(out / slug(dataset) / slug(arm) / f"seed{seed}"),
+             "device": "cpu" if scale == "cpu" else "auto"}
+            for _, dataset, arm, seed in planned(study, parts, seeds)]
+
+
+def completion(study: dict) -> dict:
+    """{part: (runs recorded, runs the design plans)} for a study as `read_study` returns it. A part is
+    complete when the two agree; until then its contrasts are interim looks, not the study's verdicts."""
+    design = study["design"]
+    done = {(r["dataset"], r["arm"], r["seed"]) for r in study["runs_recorded"]}
+    counts = {}
+    for part, dataset, arm, seed in planned(STUDIES[design["tokens"]], design["parts"], design["seeds"]):
+        recorded, wanted = counts.get(part, (0, 0))
+        counts[part] = (recorded + ((dataset, arm, seed) in done), wanted + 1)
+    return counts
 
 
 def same_recipe(recorded: dict, wanted: dict) -> bool:
@@ -343,7 +361,8 @@ def compare(runs: dict, contrasts: list, design: dict) -> list:
 
     Holm's adjustment runs within the primary family, where it decides the verdict, and within each
     exploratory part, where it is reported beside the unadjusted p (p_value_holm_in_part) and decides nothing.
-    Each contrast also carries what its data exclude: the interval's bounds (excludes_above, excludes_below).
+    Each contrast also carries what its data exclude: the interval's bounds (excludes_above, excludes_below),
+    and the seeds its design plans (planned_n): with fewer, its verdict is an interim look, not the study's.
     """
     results = []
     for c in contrasts:
@@ -358,7 +377,7 @@ def compare(runs: dict, contrasts: list, design: dict) -> list:
         result = stats.paired_difference([p[0] for p in pairs], [p[1] for p in pairs], design["margin"],
                                          1 - design["alpha"], design["power"])
         results.append({**c, "seeds": shared, "pairs": pairs, **result, "excludes_above": result["interval_95"][1],
-                        "excludes_below": result["interval_95"][0]})
+                        "excludes_below": result["interval_95"][0], "planned_n": design["seeds"][c["part"]]})
     for part in PARTS:
         family = [r for r in results if r["part"] == part]
         for key in ("p_value", "p_equivalence"):
@@ -443,7 +462,8 @@ def read_study(record) -> dict:
     content = record if isinstance(record, dict) else json.loads(Path(record).read_text())
     design = Record(Path("."), content).design()
     runs = gather(content["runs"])
-    return {**content, "design": design, "runs": runs, "contrasts": compare(runs, design["contrasts"], design)}
+    return {**content, "design": design, "runs": runs, "runs_recorded": content["runs"],
+            "contrasts": compare(runs, design["contrasts"], design)}
 
 
 def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/reproduce") -> tuple:
@@ -587,8 +607,9 @@ def print_study(study: dict) -> None:
         for c in rows:
             low, high = c["interval_95"]
             holm = f", Holm p {c['p_value_holm']:.3f}" if c["primary"] else ""
+            interim = f" (interim: {c['n']} of {c['planned_n']} seeds)" if c["n"] < c["planned_n"] else ""
             print(f"  {c['name']:<52} {c['difference']:+6.2f} [{low:+.2f}, {high:+.2f}]  n {c['n']:>2}, "
-                  f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}; excludes a − b above {high:+.2f}")
+                  f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}{interim}; excludes a − b above {high:+.2f}")
             if c["primary"] and c["mde_80"] > design["mde_target"]:
                 print(f"    {c['seeds_for_mde_target']} seeds would bring the MDE to {design['mde_target']} "
                       f"at this spread (sd {c['sd']:.2f})")
