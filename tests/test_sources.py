@@ -37,7 +37,7 @@ CITATIONS = [  # a number of the paper's sections, equations, figures or tables,
 ]
 # Tutorial 07 is being rebuilt: its current header still cites a section of the paper and calls the branch
 # "the paper's central claim". The mark is strict, so the test fails once the rebuilt 07 passes: remove it then.
-BEING_REBUILT = {"07_measure_it.ipynb": "07 cites a section of the paper; its rebuilt version must pass"}
+BEING_REBUILT = {}  # notebook name: why it may fail for now (strict: it must start passing when fixed)
 
 
 def normalise(text: str) -> str:

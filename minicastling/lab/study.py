@@ -489,7 +489,7 @@ def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/repro
 
 def token_table(studies: dict, names=None) -> list:
     """One row per (contrast, tokens) for the contrasts the studies {tokens: read_study(...)} share (or `names`):
-    {name, tokens, part, n, difference, interval_95, mde_80, verdict}, each study's rows from its own analysis."""
+    {name, tokens, part, n, planned_n, difference, interval_95, mde_80, verdict}, each study's rows from its own analysis."""
     shared = names or [c["name"] for c in next(iter(studies.values()))["contrasts"]
                        if all(c["name"] in {d["name"] for d in s["contrasts"]} for s in studies.values())]
     rows = []
@@ -498,8 +498,8 @@ def token_table(studies: dict, names=None) -> list:
             c = next((c for c in study["contrasts"] if c["name"] == name), None)
             if c is not None:
                 rows.append({"name": name, "tokens": tokens, "part": c["part"], "n": c["n"],
-                             "difference": c["difference"], "interval_95": c["interval_95"], "mde_80": c["mde_80"],
-                             "verdict": c["verdict"]})
+                             "planned_n": c["planned_n"], "difference": c["difference"],
+                             "interval_95": c["interval_95"], "mde_80": c["mde_80"], "verdict": c["verdict"]})
     return rows
 
 
