@@ -312,6 +312,18 @@ WRONG = {
          "    with torch.no_grad():\n        model(images)\n"
          "    for hook in hooks:\n        hook.remove()\n"
          "    return sum(densities) / len(densities)", "BatchNorm statistics"),
+        # right on a nearly uniform model, whose absolute masks keep nothing: every absolute case must catch it
+        ("def model_mask_density(model, images):\n    return 0.0", "threshold=0.02, mask='absolute'"),
+        ("def model_mask_density(model, images):\n"  # logits without 1/√d, so the softmax is too sharp
+         "    densities, was = [], model.training\n"
+         "    def measure(layer, inputs):\n"
+         "        q, k, _ = layer.split_qkv(inputs[0])\n"
+         "        p = torch.softmax(q @ k.transpose(-2, -1), dim=-1)\n"
+         "        densities.append((p > layer.mask_threshold(k.shape[-2])).float().mean().item())\n"
+         "    hooks = [m.register_forward_pre_hook(measure) for m in model.modules() if isinstance(m, CastlingAttention)]\n"
+         "    model.eval()\n    with torch.no_grad():\n        model(images)\n    model.train(was)\n"
+         "    for hook in hooks:\n        hook.remove()\n"
+         "    return sum(densities) / len(densities)", "threshold=0.02, mask='absolute', on 64 tokens. That is the density"),
     ],
     "layer_sharpness": [
         ("def layer_sharpness(layer, x):\n"

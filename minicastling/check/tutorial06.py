@@ -93,6 +93,19 @@ def _kernel_form_layers() -> list:
     return cases
 
 
+def _density_without_scale(model, images) -> float:
+    """mask_density with the logits q·k not divided by √d: what a student who forgets the scale measures."""
+    from ..castling import CastlingAttention
+    from ..measure import per_layer
+
+    def density(layer, tokens):
+        q, k, _ = layer.split_qkv(tokens)  # (B, H, N, d)
+        return (torch.softmax(q @ k.transpose(-2, -1), dim=-1) > layer.mask_threshold(k.shape[-2])).float().mean().item()
+
+    densities = per_layer(model, images, CastlingAttention, density)
+    return sum(densities) / len(densities)
+
+
 @exercise("06", 2, "core", "each CastlingAttention layer sees its own input, its block's normalised tokens, which only "
                            "a forward pass produces: capture it on the way in (a forward pre-hook), measure that layer's "
                            "mask as tutorial 04 did, with the ε the layer uses for that many keys, and average over "
@@ -105,12 +118,26 @@ def model_mask_density(ex: Exercise, fn) -> None:
     from ..presets import get_config
 
     g = torch.Generator().manual_seed(26)
-    for seed, options in enumerate([dict(threshold=0.02), dict(threshold=1.0, mask="relative"), dict(threshold=0.05)]):
+    # (mask options, image side, factor on W_q and W_k): at initialisation attention is nearly uniform, and over
+    # 64 tokens no weight passes an absolute ε = 0.02, so a function returning 0 would pass; sharper attention
+    # (and 16 tokens for ε = 0.05) makes every case's mask keep some entries and drop others
+    for seed, (options, side, sharpen) in enumerate([(dict(threshold=0.02), 32, 8.0),
+                                                     (dict(threshold=1.0, mask="relative"), 32, 1.0),
+                                                     (dict(threshold=0.05), 16, 8.0)]):
         torch.manual_seed(seed)
-        model = ViT(get_config("smoke", attention="castling", **options)).train(seed != 2)  # the last in eval mode
-        images = 2 * torch.randn(4, 3, model.config.image_size, model.config.image_size, generator=g)
+        config = get_config("smoke", attention="castling", image_size=side, **options)
+        model = ViT(config).train(seed != 2)  # the last in eval mode
+        with torch.no_grad():
+            for layer in model.modules():
+                if isinstance(layer, CastlingAttention):
+                    layer.qkv.weight[: 2 * layer.dim].mul_(sharpen)  # the rows of W_q and W_k
+        images = 2 * torch.randn(4, 3, side, side, generator=g)
         case = {"model": model, "images": images}
         expected = mask_density(model, images)
+        if not 0.0 < expected < 1.0:  # a mask that keeps nothing, or everything, cannot tell a right answer from 0 or 1
+            raise RuntimeError(f"checker 06.2's case {seed} has mask density {expected:g}; each case's must lie strictly "
+                               "between 0 and 1")
+        unscaled = _density_without_scale(model, images)
         alphas = [m.alpha for m in model.modules() if isinstance(m, CastlingAttention)]
         state = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
         got = call(ex, fn, case)
@@ -133,9 +160,13 @@ def model_mask_density(ex: Exercise, fn) -> None:
             raise CheckFailed(f"{ex.label}: measuring changed {what} ({changed[0]} and {len(changed) - 1} more). In "
                               "training mode every forward pass updates the BatchNorm running averages: run the "
                               "model in eval mode (and without gradients), then restore the mode it was in.")
+        hint = ""
+        if isinstance(got, (int, float)) and math.isclose(got, unscaled, rel_tol=1e-5, abs_tol=1e-4):
+            hint = (" That is the density of softmax(q kᵀ) without the scale: the branch's logits are q·k/√d, d the "
+                    "head dimension.")
         same_number(ex, got, expected, case, rel_tol=1e-5, abs_tol=1e-4,  # a few entries may sit on the threshold
                     explain=f"The model's layers use threshold={options['threshold']:g}, "
-                            f"mask={options.get('mask', 'absolute')!r}.")
+                            f"mask={options.get('mask', 'absolute')!r}, on {config.tokens} tokens." + hint)
     passed(ex, "3 smoke models (absolute and relative masks) match minicastling.measure.mask_density, and each comes "
                "back in the mode it was in (training or eval), without hooks, with its α, weights and BatchNorm "
                "statistics unchanged.")
