@@ -288,15 +288,16 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
 
 def plot_epoch_means(series: dict, ylabel: str, title: str, log: bool = False):
     """Per-epoch means over seeds of several (study, arm) series {label: [per-epoch values]}, one line each."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 5.0))
     for label, values in series.items():
         epochs = [e + 1 for e, v in enumerate(values) if v is not None]
         colour = TOKEN_COLOURS[49] if label.startswith("49") else TOKEN_COLOURS[196]
         ax.plot(epochs, [v for v in values if v is not None], marker="o", label=label, color=colour,
                 linestyle="-" if "kernel" in label else "--")
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title, yscale="log" if log else "linear")
+    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+    ax.set_title(title, pad=10)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig
