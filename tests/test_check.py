@@ -375,8 +375,43 @@ WRONG = {
          "        if stats.nct.sf(c, n - 1, s) + stats.nct.cdf(-c, n - 1, s) >= 0.8:\n            return n\n"
          "        n += 1", "more than needed"),
     ],
+    "most_kept": [
+        ("def most_kept(threshold):\n    return math.floor(1 / threshold)", "strictly above"),
+        ("def most_kept(threshold):\n    return 1 / threshold", "whole number"),
+        ("def most_kept(threshold):\n    return round(1 / threshold) - 1", "at most"),
+    ],
+    "equivalence_p": [
+        ("def equivalence_p(differences, margin):\n    from scipy import stats\n"
+         "    return min(stats.ttest_1samp(differences, -margin, alternative='greater').pvalue,\n"
+         "               stats.ttest_1samp(differences, margin, alternative='less').pvalue)", "larger p decides"),
+        ("def equivalence_p(differences, margin):\n    from scipy import stats\n"
+         "    return stats.ttest_1samp(differences, 0.0).pvalue", "opposite question"),
+        ("def equivalence_p(differences, margin):\n    from scipy import stats\n"
+         "    return max(stats.ttest_1samp(differences, -margin).pvalue, stats.ttest_1samp(differences, margin).pvalue)",
+         "the answer is"),
+    ],
+    "effect_change": [
+        ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d49, d196, equal_var=False)\n"
+         "    ci = t.confidence_interval()\n    return statistics.mean(d49) - statistics.mean(d196), (ci.low, ci.high)",
+         "sign is turned round"),
+        ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d196, d49)\n"
+         "    ci = t.confidence_interval()\n    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)",
+         "Welch"),
+        ("def effect_change(d49, d196):\n    return statistics.mean(d196) - statistics.mean(d49)", "three numbers"),
+    ],
 }
 RIGHT = {
+    "most_kept": ["def most_kept(threshold):\n    from fractions import Fraction\n    m = 0\n"
+                  "    while (m + 1) * Fraction(threshold) < 1:\n        m += 1\n    return m"],
+    "equivalence_p": ["def equivalence_p(differences, margin):\n    import numpy as np\n    from scipy import stats\n"
+                      "    d = np.asarray(differences)\n    se = d.std(ddof=1) / np.sqrt(len(d))\n"
+                      "    lower = stats.t.sf((d.mean() + margin) / se, len(d) - 1)\n"
+                      "    upper = stats.t.cdf((d.mean() - margin) / se, len(d) - 1)\n    return float(max(lower, upper))"],
+    "effect_change": ["def effect_change(d49, d196):\n    import numpy as np\n    from scipy import stats\n"
+                      "    a, b = np.asarray(d196), np.asarray(d49)\n    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)\n"
+                      "    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))\n"
+                      "    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)\n    diff = a.mean() - b.mean()\n"
+                      "    return np.array([diff, diff - half, diff + half])"],
     "kernel_smoothing": ["def kernel_smoothing(q, k, v, similarity):\n    w = similarity(q, k)\n"
                          "    return torch.einsum('...nm,...md->...nd', w, v) / w.sum(-1).unsqueeze(-1)"],
     "gaussian_attention": ["def gaussian_attention(q, k, v):\n"

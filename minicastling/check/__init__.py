@@ -7,7 +7,7 @@ or N² time where O(N) was asked for. A pass prints one line; a failure raises C
 is the whole story. `EXERCISES` lists them all with their hints (which the student copies of
 `python -m minicastling assignments` put into their stubs).
 
-Layout: `core` holds what every checker shares; `tutorial01` … `tutorial07` hold one tutorial's
+Layout: `core` holds what every checker shares; `tutorial01` … `tutorial08` hold one tutorial's
 checkers each, with the references they compare against.
 """
 
@@ -19,5 +19,6 @@ from .tutorial04 import alpha_at, mass_kept, official_castling_attention, token_
 from .tutorial05 import castle_model, patchify, softmax_attention_macs
 from .tutorial06 import accuracy_without_branch, layer_sharpness, model_mask_density
 from .tutorial07 import paired_interval, seeds_for_power, smallest_weight_bound
+from .tutorial08 import effect_change, equivalence_p, most_kept
 
 __all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

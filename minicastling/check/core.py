@@ -360,3 +360,27 @@ def _qkv_cases(seed: int, scale: float = 1.0, cross: bool = True) -> list:
         cases.append({"q": _randn(*q_shape, generator=g, scale=scale), "k": _randn(*k_shape, generator=g, scale=scale),
                       "v": _randn(*v_shape, generator=g)})
     return cases
+
+
+def numbers_in(value) -> list:
+    """The numbers in a value, in order: nested tuples, lists, numpy arrays and tensors are opened."""
+    if hasattr(value, "tolist"):  # a numpy array or scalar, a tensor
+        value = value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [number for item in value for number in numbers_in(item)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    raise TypeError(type(value).__name__)
+
+
+def interval_answer(ex: Exercise, got, case: dict) -> tuple:
+    """(difference, (low, high)) from any sequence of those three numbers: (d, (low, high)), (d, low, high), an array."""
+    try:
+        numbers = numbers_in(got)
+    except TypeError as what:
+        numbers = f"a {what}"
+    if not isinstance(numbers, list) or len(numbers) != 3:
+        found = numbers if isinstance(numbers, str) else f"{len(numbers)} numbers"
+        raise CheckFailed(f"{ex.label}: return the difference and its interval, (difference, (low, high)) or any "
+                          f"sequence of those three numbers; got {got!r} ({found}) for {describe(case)}.")
+    return numbers[0], (numbers[1], numbers[2])

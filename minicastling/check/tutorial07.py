@@ -6,7 +6,7 @@ import numbers
 
 import torch
 
-from .core import CheckFailed, Exercise, call, describe, exercise, passed, same_number
+from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, passed, same_number
 
 
 @exercise("07", 1, "warm-up", "section 7 (\"Why linear-angular weights cannot be sharp\") found the largest share "
@@ -35,30 +35,6 @@ def _paired_lists(seed: int) -> list:
     return lists
 
 
-def _numbers(value) -> list:
-    """The numbers in a value, in order: nested tuples, lists, numpy arrays and tensors are opened."""
-    if hasattr(value, "tolist"):  # a numpy array or scalar, a tensor
-        value = value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [number for item in value for number in _numbers(item)]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
-    raise TypeError(type(value).__name__)
-
-
-def _interval(ex: Exercise, got, case: dict) -> tuple:
-    """(difference, (low, high)) from any sequence of those three numbers: (d, (low, high)), (d, low, high), an array."""
-    try:
-        numbers = _numbers(got)
-    except TypeError as what:
-        numbers = f"a {what}"
-    if not isinstance(numbers, list) or len(numbers) != 3:
-        found = numbers if isinstance(numbers, str) else f"{len(numbers)} numbers"
-        raise CheckFailed(f"{ex.label}: return the difference and its interval, (difference, (low, high)) or any "
-                          f"sequence of those three numbers; got {got!r} ({found}) for {describe(case)}.")
-    return numbers[0], (numbers[1], numbers[2])
-
-
 @exercise("07", 2, "core", "the two arms of a seed share its initialisation and data order, so compare them seed by "
                            "seed: one difference per seed, then the mean of those differences and its standard error "
                            "(the sample standard deviation, dividing by n − 1, over √n). For 95 %, take the t "
@@ -70,7 +46,7 @@ def paired_interval(ex: Exercise, fn) -> None:
     for case in _paired_lists(27):
         expected = paired_difference(case["a"], case["b"])
         low, high = expected["interval_95"]
-        difference, (got_low, got_high) = _interval(ex, call(ex, fn, case), case)
+        difference, (got_low, got_high) = interval_answer(ex, call(ex, fn, case), case)
         same_number(ex, difference, expected["difference"], case, explain="The difference is the mean of a_i − b_i.")
         width = f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}."
         _, (welch_low, welch_high) = welch_interval(case["a"], case["b"])

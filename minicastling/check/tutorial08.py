@@ -1,0 +1,103 @@
+"""Tutorial 08 · many tokens: how many weights a mask can keep, an equivalence test, and whether an effect
+changes with the number of tokens."""
+
+import math
+import numbers
+from fractions import Fraction
+
+import torch
+
+from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, passed, same_number
+
+
+def most_kept_reference(threshold: float) -> int:
+    """The largest count m of weights, each strictly above `threshold`, that one softmax row can hold: m · ε < 1."""
+    exact = Fraction(threshold)  # the float as it is, so that 0.25 and 0.02 are judged exactly
+    whole = 1 / exact
+    return math.ceil(whole) - 1 if whole.denominator == 1 else math.floor(whole)
+
+
+@exercise("08", 1, "warm-up", "a softmax row's weights are positive and sum to 1. If m of them each exceed ε, their "
+                              "sum exceeds m · ε: so m · ε < 1. Find the largest whole m that allows, and look hard "
+                              "at a threshold such as 0.25, where 1/ε is a whole number.")
+def most_kept(ex: Exercise, fn) -> None:
+    """The most weights of one softmax row that the mask [p > threshold] can keep, for 0 < threshold < 1."""
+    for threshold in (0.3, 0.25, 0.2, 0.1, 0.02, 0.0051, 0.5, 0.125, 0.9):
+        case = {"threshold": threshold}
+        expected, got = most_kept_reference(threshold), call(ex, fn, case)
+        if isinstance(got, numbers.Integral) and not isinstance(got, bool) and got == expected:
+            continue
+        why = ""
+        if isinstance(got, numbers.Real) and got == math.floor(1 / threshold) and got != expected:
+            why = (f" floor(1/ε) = {got} counts a row of {got} weights of exactly ε, and the mask keeps only weights "
+                   "strictly above ε; at 1/ε whole, one fewer fits.")
+        elif not isinstance(got, numbers.Integral):
+            why = " Return a whole number of weights (an int)."
+        raise CheckFailed(f"{ex.label}: for {describe(case)} at most {expected} weights can each exceed it; yours says "
+                          f"{got!r}.{why}")
+    passed(ex, "9 thresholds, 0.5, 0.25 and 0.125 among them, match the largest m with m · ε < 1.")
+
+
+def _differences(seed: int) -> list:
+    """Lists of paired differences a_i − b_i: near 0, off-centre, and some close to the margin."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for n, centre, spread in [(10, 0.05, 0.3), (10, 0.3, 0.25), (12, -0.1, 0.4), (6, 0.0, 0.1), (20, 0.45, 0.3)]:
+        cases.append((centre + spread * torch.randn(n, generator=g, dtype=torch.float64)).tolist())
+    return cases
+
+
+@exercise("08", 2, "core", "equivalence within ±m needs two claims at once: the mean difference is above −m, and it "
+                           "is below +m. Test each with a one-sided t-test of the differences (scipy.stats.ttest_1samp "
+                           "with alternative='greater' against −m, 'less' against +m); both must reject, so report "
+                           "the larger p.")
+def equivalence_p(ex: Exercise, fn) -> None:
+    """The p-value of two one-sided tests (TOST) that the mean of paired differences lies within ±margin."""
+    from ..lab.stats import paired_difference
+
+    for differences in _differences(8):
+        for margin in (0.5, 1.0):
+            case = {"differences": differences, "margin": margin}
+            expected = paired_difference(differences, [0.0] * len(differences), margin)["p_equivalence"]
+            got = call(ex, fn, case)
+            explain = "The TOST p-value is the larger of the two one-sided p-values."
+            if isinstance(got, numbers.Real) and abs(got - expected) > 1e-9:
+                from scipy import stats
+
+                above = stats.ttest_1samp(differences, -margin, alternative="greater").pvalue
+                below = stats.ttest_1samp(differences, margin, alternative="less").pvalue
+                if abs(got - min(above, below)) < 1e-9:
+                    explain = ("That is the smaller one-sided p: equivalence needs both tests to reject, so the larger "
+                               "p decides.")
+                elif abs(got - stats.ttest_1samp(differences, 0.0).pvalue) < 1e-9:
+                    explain = ("That is the test of a zero difference. Equivalence asks the opposite question: are "
+                               "differences as large as the margin ruled out?")
+            same_number(ex, got, expected, case, rel_tol=1e-7, explain=explain)
+    passed(ex, "5 lists of differences at margins ±0.5 and ±1 match the study's equivalence test "
+               "(minicastling.lab.stats.paired_difference).")
+
+
+@exercise("08", 3, "stretch", "the two studies share no seeds, so the two sets of paired differences are independent "
+                              "samples: compare their means with Welch's t-interval (scipy.stats.ttest_ind with "
+                              "equal_var=False has a confidence_interval method). Mind the order: 196 minus 49.")
+def effect_change(ex: Exercise, fn) -> None:
+    """How the branch's paired effect changes from 49 to 196 tokens: mean(d196) − mean(d49) and its 95 % Welch interval."""
+    from ..lab.stats import welch_interval
+
+    g = torch.Generator().manual_seed(11)
+    for n49, n196, shift in [(10, 10, 0.3), (10, 12, -0.2), (5, 8, 0.0), (12, 6, 1.0)]:
+        d49 = (0.3 * torch.randn(n49, generator=g, dtype=torch.float64)).tolist()
+        d196 = (shift + 0.5 * torch.randn(n196, generator=g, dtype=torch.float64)).tolist()
+        case = {"d49": d49, "d196": d196}
+        difference, (low, high) = welch_interval(d196, d49)
+        got_difference, (got_low, got_high) = interval_answer(ex, call(ex, fn, case), case)
+        explain = "mean(d196) − mean(d49), then Welch's 95 % interval of it."
+        if abs(got_difference + difference) < 1e-9:
+            explain = "The sign is turned round: the change from 49 to 196 tokens is mean(d196) − mean(d49)."
+        same_number(ex, got_difference, difference, case, explain=explain)
+        for mine, theirs in zip((got_low, got_high), (low, high)):
+            same_number(ex, mine, theirs, case, explain=(
+                f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}. "
+                "The two samples are independent and their spreads differ: Welch's interval, not a paired one and "
+                "not a pooled-variance one."))
+    passed(ex, "4 pairs of samples of unequal sizes and spreads match minicastling.lab.stats.welch_interval.")
