@@ -185,7 +185,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
 
 
 CURVES = (("test_acc", "test accuracy (%)"), ("train_loss", "training loss"),
-          ("branch_share", "branch's share of the attention output"),
+          ("branch_share", "branch's share, ‖y − y₀‖ / ‖y‖"),
           ("test_acc_without_branch", "test accuracy with α forced to 0 (%)"))
 
 
@@ -219,7 +219,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(arms), fontsize=10,
                bbox_to_anchor=(0.5, -0.02), frameon=False)
-    fig.suptitle(title or f"{dataset}: mean over seeds, band ±1 sd")
+    fig.suptitle(f"{title or dataset}: mean over seeds, band ±1 sd")
     fig.tight_layout(rect=(0, 0.07, 1, 1), w_pad=3.0)
     return fig
 
