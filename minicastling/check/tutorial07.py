@@ -19,7 +19,7 @@ def smallest_weight_bound(ex: Exercise, fn) -> None:
     for tokens in (1, 2, 36, 49, 64, 1000):
         expected = tokens * low / (low + (tokens - 1) * high)
         case = {"tokens": tokens}
-        same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-9,
+        same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-6,  # float32 arithmetic passes
                     explain="For one token it must be 1; as N grows it falls towards (½ − 1/π)/(½ + 1/π) from above.")
     passed(ex, "N = 1 to 1,000 match the mirror image of minicastling.similarity.largest_weight_bound.")
 
