@@ -173,7 +173,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
         ax.plot([low, high], [row, row], color=colour, linewidth=2.5 if c["primary"] else 1.5)
         ax.plot(c["difference"], row, "o", color=colour, markersize=7 if c["primary"] else 5)
     labels = [f"{'PRIMARY: ' if c['primary'] else ''}{c['name']} (n={c['n']}): {c['verdict']}"
-              + (f", interim ({c['n']} of {c['planned_n']} seeds)" if c["n"] < c["planned_n"] else "") for c in contrasts]
+              + (f", interim ({c['n']} of {c['planned_n']} seeds)" if c["interim"] else "") for c in contrasts]
     ax.set_yticks(range(len(contrasts)), labels, fontsize=10)
     ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired "
                   "differences; line: its 95 % t-interval", title=title)
@@ -271,7 +271,7 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
             ax.plot(r["difference"], y + offset, "o", color=colour)
             for edge in (-margins[r["tokens"]], margins[r["tokens"]]):
                 ax.plot([edge] * 2, [y + offset - 0.1, y + offset + 0.1], color=colour, linewidth=1)
-            interim = f", interim: {r['n']} of {r['planned_n']}" if r["n"] < r["planned_n"] else ""
+            interim = f", interim: {r['n']} of {r['planned_n']}" if r["interim"] else ""
             ax.annotate(f"{r['verdict']} (n={r['n']}{interim})", (high, y + offset), xytext=(5, -4), textcoords="offset points",
                         fontsize=9, color=colour)
     ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=10)

@@ -362,7 +362,8 @@ def compare(runs: dict, contrasts: list, design: dict) -> list:
     Holm's adjustment runs within the primary family, where it decides the verdict, and within each
     exploratory part, where it is reported beside the unadjusted p (p_value_holm_in_part) and decides nothing.
     Each contrast also carries what its data exclude: the interval's bounds (excludes_above, excludes_below),
-    and the seeds its design plans (planned_n): with fewer, its verdict is an interim look, not the study's.
+    and the seeds its design plans (planned_n): with fewer (interim), its verdict is an interim look, not the
+    study's.
     """
     results = []
     for c in contrasts:
@@ -377,7 +378,8 @@ def compare(runs: dict, contrasts: list, design: dict) -> list:
         result = stats.paired_difference([p[0] for p in pairs], [p[1] for p in pairs], design["margin"],
                                          1 - design["alpha"], design["power"])
         results.append({**c, "seeds": shared, "pairs": pairs, **result, "excludes_above": result["interval_95"][1],
-                        "excludes_below": result["interval_95"][0], "planned_n": design["seeds"][c["part"]]})
+                        "excludes_below": result["interval_95"][0], "planned_n": design["seeds"][c["part"]],
+                        "interim": len(shared) < design["seeds"][c["part"]]})
     for part in PARTS:
         family = [r for r in results if r["part"] == part]
         for key in ("p_value", "p_equivalence"):
@@ -489,7 +491,7 @@ def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/repro
 
 def token_table(studies: dict, names=None) -> list:
     """One row per (contrast, tokens) for the contrasts the studies {tokens: read_study(...)} share (or `names`):
-    {name, tokens, part, n, planned_n, difference, interval_95, mde_80, verdict}, each study's rows from its own analysis."""
+    {name, tokens, part, n, planned_n, interim, difference, interval_95, mde_80, verdict}, each study's rows from its own analysis."""
     shared = names or [c["name"] for c in next(iter(studies.values()))["contrasts"]
                        if all(c["name"] in {d["name"] for d in s["contrasts"]} for s in studies.values())]
     rows = []
@@ -498,7 +500,7 @@ def token_table(studies: dict, names=None) -> list:
             c = next((c for c in study["contrasts"] if c["name"] == name), None)
             if c is not None:
                 rows.append({"name": name, "tokens": tokens, "part": c["part"], "n": c["n"],
-                             "planned_n": c["planned_n"], "difference": c["difference"],
+                             "planned_n": c["planned_n"], "interim": c["interim"], "difference": c["difference"],
                              "interval_95": c["interval_95"], "mde_80": c["mde_80"], "verdict": c["verdict"]})
     return rows
 
@@ -607,7 +609,7 @@ def print_study(study: dict) -> None:
         for c in rows:
             low, high = c["interval_95"]
             holm = f", Holm p {c['p_value_holm']:.3f}" if c["primary"] else ""
-            interim = f" (interim: {c['n']} of {c['planned_n']} seeds)" if c["n"] < c["planned_n"] else ""
+            interim = f" (interim: {c['n']} of {c['planned_n']} seeds)" if c["interim"] else ""
             print(f"  {c['name']:<52} {c['difference']:+6.2f} [{low:+.2f}, {high:+.2f}]  n {c['n']:>2}, "
                   f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}{interim}; excludes a − b above {high:+.2f}")
             if c["primary"] and c["mde_80"] > design["mde_target"]:
