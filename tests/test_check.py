@@ -350,9 +350,15 @@ WRONG = {
          "    return statistics.mean(a) - statistics.mean(b), (ci.low, ci.high)", "unpaired (Welch)"),
         ("def paired_interval(a, b):\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = 1.96 * statistics.stdev(d) / math.sqrt(len(d))\n"
-         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "Too narrow"),
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "normal quantile z = 1.96"),
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.pstdev(d) / math.sqrt(len(d))\n"
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "divides by n:"),
+        ("def paired_interval(a, b):\n    import numpy as np\n    d = np.subtract(a, b)\n"
+         "    half = 1.96 * d.std() / np.sqrt(len(d))\n    return d.mean(), d.mean() - half, d.mean() + half",
+         "both shortcuts"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
+         "    half = stats.t.ppf(0.95, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))\n"
          "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "Too narrow"),
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d)\n"
@@ -396,8 +402,18 @@ WRONG = {
          "sign is turned round"),
         ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d196, d49)\n"
          "    ci = t.confidence_interval()\n    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)",
-         "Welch"),
+         "pooled-variance (Student)"),
         ("def effect_change(d49, d196):\n    return statistics.mean(d196) - statistics.mean(d49)", "three numbers"),
+        ("def effect_change(d49, d196):\n    d = statistics.mean(d196) - statistics.mean(d49)\n"
+         "    se = math.sqrt(statistics.variance(d196) / len(d196) + statistics.variance(d49) / len(d49))\n"
+         "    return d, (d - 1.96 * se, d + 1.96 * se)", "normal quantile z = 1.96"),
+        ("def effect_change(d49, d196):\n    from scipy import stats\n    d = statistics.mean(d196) - statistics.mean(d49)\n"
+         "    se = math.sqrt(statistics.variance(d196) / len(d196) + statistics.variance(d49) / len(d49))\n"
+         "    t = stats.t.ppf(0.975, len(d196) + len(d49) - 2)\n    return d, (d - t * se, d + t * se)",
+         "Welch–Satterthwaite"),
+        ("def effect_change(d49, d196):\n    from scipy import stats\n"  # paired, on samples that are not pairs
+         "    e = [x - y for x, y in zip(d196, d49)]\n    h = stats.t.ppf(0.975, len(e) - 1) * statistics.stdev(e) / math.sqrt(len(e))\n"
+         "    d = statistics.mean(d196) - statistics.mean(d49)\n    return d, (d - h, d + h)", "not a paired one"),
     ],
 }
 RIGHT = {

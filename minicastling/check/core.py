@@ -384,3 +384,12 @@ def interval_answer(ex: Exercise, got, case: dict) -> tuple:
         raise CheckFailed(f"{ex.label}: return the difference and its interval, (difference, (low, high)) or any "
                           f"sequence of those three numbers; got {got!r} ({found}) for {describe(case)}.")
     return numbers[0], (numbers[1], numbers[2])
+
+
+def known_mistake(got: tuple, mistakes: dict) -> str:
+    """The explanation of the first wrong interval in `mistakes` ({explanation: (low, high)}) that `got` matches,
+    or "" when it matches none (to 0.1 %, so that 1.96 matches z_0.975): feedback that names the slip a student made."""
+    for explanation, (low, high) in mistakes.items():
+        if all(math.isclose(mine, theirs, rel_tol=1e-3, abs_tol=1e-6) for mine, theirs in zip(got, (low, high))):
+            return explanation
+    return ""

@@ -3,10 +3,11 @@ and how many seeds a test needs to detect a difference."""
 
 import math
 import numbers
+import statistics
 
 import torch
 
-from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, passed, same_number
+from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
 
 
 @exercise("07", 1, "warm-up", "section 7 (\"Why linear-angular weights cannot be sharp\") found the largest share "
@@ -41,7 +42,7 @@ def _paired_lists(seed: int) -> list:
                            "quantile with n − 1 degrees of freedom: scipy.stats.t.ppf.")
 def paired_interval(ex: Exercise, fn) -> None:
     """The mean of the per-seed differences a_i − b_i and its paired 95 % t-interval: (difference, (low, high))."""
-    from ..lab.stats import paired_difference, welch_interval
+    from ..lab.stats import paired_difference
 
     for case in _paired_lists(27):
         expected = paired_difference(case["a"], case["b"])
@@ -49,16 +50,39 @@ def paired_interval(ex: Exercise, fn) -> None:
         difference, (got_low, got_high) = interval_answer(ex, call(ex, fn, case), case)
         same_number(ex, difference, expected["difference"], case, explain="The difference is the mean of a_i − b_i.")
         width = f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}."
-        _, (welch_low, welch_high) = welch_interval(case["a"], case["b"])
-        if abs((got_high - got_low) - (welch_high - welch_low)) < 1e-6:
-            width += (" That is the unpaired (Welch) interval: it ignores that each seed's luck is shared, and is "
-                      "wider than it needs to be. Take the differences first.")
+        mistake = known_mistake((got_low, got_high), _paired_mistakes(case, difference))
+        if mistake:
+            width += " " + mistake
         elif got_high - got_low < high - low - 1e-9:
             width += (" Too narrow: divide the variance by n − 1, and use the t quantile for n − 1 degrees of "
                       "freedom (wider than 1.96 for few seeds).")
         for mine, theirs in zip((got_low, got_high), (low, high)):
             same_number(ex, mine, theirs, case, explain=width)
     passed(ex, "4 pairs of arms (3 to 12 seeds) match minicastling.lab.stats.paired_difference.")
+
+
+def _paired_mistakes(case: dict, difference: float) -> dict:
+    """The intervals the usual slips give, each with what to do instead."""
+    from scipy import stats
+
+    from ..lab.stats import welch_interval
+
+    d = [a - b for a, b in zip(case["a"], case["b"])]
+    n = len(d)
+    t, z = stats.t.ppf(0.975, n - 1), stats.norm.ppf(0.975)
+    sample, population = statistics.stdev(d) / math.sqrt(n), statistics.pstdev(d) / math.sqrt(n)
+    return {
+        "That is the unpaired (Welch) interval: it ignores that each seed's luck is shared, and is wider than it "
+        "needs to be. Take the differences first.": welch_interval(case["a"], case["b"])[1],
+        f"That is the normal quantile z = {z:.2f}: with {n} seeds, (mean − true difference) / (s/√n) follows "
+        f"Student's t with {n - 1} degrees of freedom, whose quantile is {t:.2f}: scipy.stats.t.ppf(0.975, n - 1).":
+            (difference - z * sample, difference + z * sample),
+        "That standard deviation divides by n: the sample's divides by n − 1 (statistics.stdev, or numpy's "
+        "std(ddof=1)).": (difference - t * population, difference + t * population),
+        "That takes both shortcuts, the normal quantile 1.96 and a standard deviation that divides by n: use the t "
+        "quantile for n − 1 degrees of freedom and divide by n − 1.":
+            (difference - z * population, difference + z * population),
+    }
 
 
 def seeds_reference(sd: float, difference: float) -> int:

@@ -3,11 +3,12 @@ changes with the number of tokens."""
 
 import math
 import numbers
+import statistics
 from fractions import Fraction
 
 import torch
 
-from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, passed, same_number
+from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
 
 
 def most_kept_reference(threshold: float) -> int:
@@ -78,6 +79,29 @@ def equivalence_p(ex: Exercise, fn) -> None:
                "(minicastling.lab.stats.paired_difference).")
 
 
+def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
+    """The intervals the usual slips give, each with what to do instead."""
+    from scipy import stats
+
+    v196, v49 = statistics.variance(d196) / len(d196), statistics.variance(d49) / len(d49)
+    se = math.sqrt(v196 + v49)
+    welch_df = (v196 + v49) ** 2 / (v196 ** 2 / (len(d196) - 1) + v49 ** 2 / (len(d49) - 1))
+    z, t_simple = stats.norm.ppf(0.975), stats.t.ppf(0.975, len(d196) + len(d49) - 2)
+    pooled = stats.ttest_ind(d196, d49).confidence_interval(0.95)
+    return {  # the first that matches is named: with equal sizes the pooled interval is also the middle slip
+        "That is the pooled-variance (Student) interval: one spread for both samples and n₁ + n₂ − 2 degrees of "
+        "freedom, and these samples' spreads differ. Welch's interval keeps each sample's variance in the standard "
+        f"error and takes the Welch–Satterthwaite degrees of freedom (here {welch_df:.1f}): "
+        "scipy.stats.ttest_ind(..., equal_var=False).": (pooled.low, pooled.high),
+        f"That is the normal quantile z = {z:.2f} with Welch's standard error: take the t quantile at Welch's "
+        f"degrees of freedom (here {welch_df:.1f}), or let scipy.stats.ttest_ind(..., equal_var=False) do it.":
+            (difference - z * se, difference + z * se),
+        f"That is Welch's standard error with n₁ + n₂ − 2 = {len(d196) + len(d49) - 2} degrees of freedom: Welch's "
+        f"interval takes the Welch–Satterthwaite degrees of freedom (here {welch_df:.1f}), fewer when the spreads "
+        "differ.": (difference - t_simple * se, difference + t_simple * se),
+    }
+
+
 @exercise("08", 3, "stretch", "the two studies' models differ in shape, so treat the two sets of paired differences as "
                               "independent samples: compare their means with Welch's t-interval (scipy.stats.ttest_ind with "
                               "equal_var=False has a confidence_interval method). Mind the order: 196 minus 49.")
@@ -96,9 +120,11 @@ def effect_change(ex: Exercise, fn) -> None:
         if abs(got_difference + difference) < 1e-9:
             explain = "The sign is turned round: the change from 49 to 196 tokens is mean(d196) − mean(d49)."
         same_number(ex, got_difference, difference, case, explain=explain)
+        mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or (
+            "The two samples are independent and their spreads differ: Welch's interval, not a paired one and not a "
+            "pooled-variance one.")
         for mine, theirs in zip((got_low, got_high), (low, high)):
             same_number(ex, mine, theirs, case, explain=(
                 f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}. "
-                "The two samples are independent and their spreads differ: Welch's interval, not a paired one and "
-                "not a pooled-variance one."))
+                + mistake))
     passed(ex, "4 pairs of samples of unequal sizes and spreads match minicastling.lab.stats.welch_interval.")

@@ -16,6 +16,11 @@ TWIN, CASTLING = "tab:blue", "tab:red"
 BENCH_COLOURS = {"explicit softmax": "tab:gray", "torch SDPA": TWIN, "linear-angular (official)": "tab:green",
                  "linear-angular (kernel)": CASTLING, "SoftmaxAttention (twin)": TWIN,
                  "CastlingAttention, castled": CASTLING, "CastlingAttention, training (α=1)": "tab:orange"}
+BENCH_STYLES = {  # the two linear-angular forms, and castled against twin, can coincide: big hollow under small full
+    "linear-angular (official)": {"marker": "s", "markersize": 10, "markerfacecolor": "none", "linewidth": 3},
+    "SoftmaxAttention (twin)": {"marker": "s", "markersize": 10, "markerfacecolor": "none", "linewidth": 3},
+    "CastlingAttention, training (α=1)": {"marker": "D", "markersize": 5},
+}
 
 LEGIBLE = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 11,
            "ytick.labelsize": 11, "legend.fontsize": 10, "figure.titlesize": 14}
@@ -26,18 +31,20 @@ def use_legible_style() -> None:
     plt.rcParams.update(LEGIBLE)
 
 
-def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None, colours=None):
+def plot_scaling(rows, metric="seconds", ax=None, title=None, crossing=None, colours=None, styles=None):
     """Log–log growth of time or peak memory with token count, one line per method.
 
     rows: from bench.scaling_sweep. crossing=(fast, slow) marks where `fast` starts to win.
     colours: {method: colour} for the methods that must keep one colour across figures.
+    styles: {method: matplotlib line keywords}, e.g. a marker of its own, so that lines that coincide stay visible.
     """
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     scale = {"seconds": 1e3, "peak_mib": 1.0}[metric]
     for method in dict.fromkeys(r["method"] for r in rows):
         points = [(r["tokens"], r[metric] * scale) for r in rows if r["method"] == method and r[metric]]
         if points:
-            ax.plot(*zip(*points), marker="o", label=method, color=(colours or {}).get(method))
+            style = {"marker": "o", **(styles or {}).get(method, {})}
+            ax.plot(*zip(*points), label=method, color=(colours or {}).get(method), **style)
     title = title or ""
     if crossing is not None:  # said in the title and marked by a line, so no label sits on the curves
         n = crossover(rows, *crossing, metric=metric)
@@ -142,7 +149,7 @@ def plot_confusion(predictions, labels, classes, title: str = "Confusion matrix"
 def plot_benchmark(results):
     """The four panels of `python -m minicastling bench`: time and memory, functions and modules."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    panel = partial(plot_scaling, colours=BENCH_COLOURS)
+    panel = partial(plot_scaling, colours=BENCH_COLOURS, styles=BENCH_STYLES)
     panel(results["functions_fwd_bwd"], "seconds", axes[0, 0], "Attention (B=1, 4 heads), fwd+bwd: time",
           crossing=("linear-angular (kernel)", "torch SDPA"))
     panel(results["functions_fwd_bwd"], "peak_mib", axes[0, 1], "Attention (B=1, 4 heads), fwd+bwd: peak memory")
@@ -184,22 +191,36 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     return fig
 
 
-CURVES = (("test_acc", "test accuracy (%)"), ("train_loss", "training loss"),
-          ("branch_share", "branch's share, ‖y − y₀‖ / ‖y‖"),
-          ("test_acc_without_branch", "test accuracy with α forced to 0 (%)"))
+def _lost_without_branch(curve: dict) -> list:
+    """Points of test accuracy lost, at each epoch's end, when α is forced to 0 (None where there is no branch)."""
+    return [None if without is None else acc - without
+            for acc, without in zip(curve["test_acc"], curve["test_acc_without_branch"])]
+
+
+CURVES = (  # (what each seed's curve gives per epoch, axis label, panel title)
+    (lambda curve: curve["test_acc"], "test accuracy (%)", "a. test accuracy"),
+    (lambda curve: curve["train_loss"], "training loss", "b. training loss"),
+    (lambda curve: curve["branch_share"], "branch's share, ‖y − y₀‖ / ‖y‖", "c. how much the branch adds, and α"),
+    (_lost_without_branch, "points lost with α forced to 0", "d. what forcing α to 0 costs"),
+)
 
 
 def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None):
     """Per-epoch curves of a study's arms, mean over seeds with a band of ±1 sd: when the branch is used,
-    when it fades, and what the model loses when α is forced to 0. Each arm's α is dotted in its colour on
-    the share panel's right axis; an arm without a branch has no share and nothing to force to 0."""
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.6 * len(CURVES), 4.0))
+    when it fades, and what the model loses when α is forced to 0 (accuracy with the branch minus accuracy
+    with α = 0, seed by seed). Each arm's α is dotted in its colour on the share panel's right axis; an arm
+    without a branch has no share and nothing to force to 0."""
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.6 * len(CURVES), 4.2))
     twin = axes[2].twinx()
     for colour, arm in zip(("tab:red", "tab:gray", "tab:orange", "tab:blue", "tab:green"), arms):
         curves = study["runs"][dataset][arm]["curves"]
-        for ax, (key, label) in zip(axes, CURVES):
-            series = [[v for v in curve[key]] for curve in curves]
+        alpha = curves[0]["alpha_end_of_epoch"]
+        for ax, (values_of, label, panel) in zip(axes, CURVES):
+            series = [values_of(curve) for curve in curves]
             epochs = [e + 1 for e, v in enumerate(series[0]) if v is not None]
+            if values_of is _lost_without_branch and not any(alpha):
+                epochs = []  # without a branch, forcing α to 0 changes nothing: no line at 0 to mistake for a result
+            ax.set(xlabel="epoch", ylabel=label, title=panel)
             if not epochs:
                 continue
             values = [[seed[e - 1] for seed in series] for e in epochs]
@@ -208,8 +229,6 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
             ax.plot(epochs, means, marker="o", color=colour, label=arm)
             ax.fill_between(epochs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)],
                             color=colour, alpha=0.15)
-            ax.set(xlabel="epoch", ylabel=label)
-        alpha = curves[0]["alpha_end_of_epoch"]
         if any(alpha):  # an arm with a branch: its schedule, dotted
             twin.plot(range(1, len(alpha) + 1), alpha, color=colour, linestyle=":")
     twin.set(ylim=(0, 1.05))
@@ -260,7 +279,7 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
     """Rows of lab.study.token_table as dots with their paired 95 % intervals, one line per (contrast, tokens),
     coloured by the number of tokens; each study's ±margin is drawn as a tick on its own lines."""
     names = list(dict.fromkeys(r["name"] for r in rows))
-    fig, ax = plt.subplots(figsize=(9, 0.9 * len(names) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 1.1 * len(names) + 2.4))
     ax.axvline(0, color="black", linewidth=1)
     for y, name in enumerate(reversed(names)):
         for r in [r for r in rows if r["name"] == name]:
@@ -274,7 +293,8 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
             interim = f", interim: {r['n']} of {r['planned_n']}" if r["interim"] else ""
             ax.annotate(f"{r['verdict']} (n={r['n']}{interim})", (high, y + offset), xytext=(5, -4), textcoords="offset points",
                         fontsize=9, color=colour)
-    ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=10)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
         ax.plot([], [], "o-", color=colour, label=f"{tokens} tokens (ticks: that study's ±{margins[tokens]:g} margin)")
     ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired differences; "
