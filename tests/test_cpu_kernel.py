@@ -2,6 +2,8 @@
 the path choice (castling.choose_path) and the one step that builds it."""
 
 import math
+import os
+import time
 import warnings
 
 import pytest
@@ -230,6 +232,21 @@ def test_a_failed_build_warns_once_and_leaves_the_library_path(monkeypatch):
         assert cpu_kernel.build() == line  # no second warning, no second try
         module = CastlingAttention(32, 2)
         assert module(torch.randn(1, 5, 32)).shape == (1, 5, 32) and paths_run(module, "cpu") == ["library"]
+
+
+def test_a_lock_left_by_a_stopped_build_is_an_error_that_says_what_to_delete(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernel, "_built", {"module": None, "tried": False})
+    folder = tmp_path / cpu_kernel.build_name()
+    folder.mkdir()
+    lock = folder / "lock"
+    lock.touch()  # a build in progress in another process: waited for, not refused
+    cpu_kernel.check_no_stale_lock()
+    old = time.time() - cpu_kernel.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.raises(RuntimeError, match=f"stopped half-way.*delete the folder {folder}"):
+        cpu_kernel.build()
+    assert cpu_kernel._built == {"module": None, "tried": False}  # nothing given up: a rerun after the delete builds
 
 
 def test_build_fast_path_builds_only_for_models_that_could_use_it():

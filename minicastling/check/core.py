@@ -388,7 +388,7 @@ def interval_answer(ex: Exercise, got, case: dict) -> tuple:
 
 def known_mistake(got: tuple, mistakes: dict) -> str:
     """The explanation of the first wrong interval in `mistakes` ({explanation: (low, high)}) that `got` matches,
-    or "" when it matches none (to 0.1 %, so that 1.96 matches z_0.975): feedback that names the slip a student made."""
+    or an empty string when it matches none (to 0.1 %, so that 1.96 matches z_0.975): feedback that names the slip a student made."""
     for explanation, (low, high) in mistakes.items():
         if all(math.isclose(mine, theirs, rel_tol=1e-3, abs_tol=1e-6) for mine, theirs in zip(got, (low, high))):
             return explanation

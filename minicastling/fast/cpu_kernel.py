@@ -69,13 +69,37 @@ def build_name() -> str:
     return f"minicastling_linear_angular_{'avx2' if '-mavx2' in flags else 'base'}_{digest}"
 
 
-def is_built() -> bool:
-    """Whether a build of the kernel is in torch's extensions cache (nothing is built by asking)."""
+def build_root() -> Path:
+    """torch's extensions cache, where every build of the kernel lives: $TORCH_EXTENSIONS_DIR, else its default."""
     from torch.utils import cpp_extension
 
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+
+
+def is_built() -> bool:
+    """Whether a build of the kernel is in torch's extensions cache (nothing is built by asking)."""
     name = build_name()
-    return any(root.glob(f"**/{name}/{name}*.so")) or any(root.glob(f"**/{name}/{name}*.pyd"))
+    return any(build_root().glob(f"**/{name}/{name}*.so")) or any(build_root().glob(f"**/{name}/{name}*.pyd"))
+
+
+STALE_LOCK_SECONDS = 600  # a build takes about a minute; a lock ten times older was left by a build that was stopped
+
+
+def check_no_stale_lock() -> None:
+    """Refuse to wait on a build that will never finish.
+
+    torch marks a build in progress with a `lock` file in its folder and makes every other process wait
+    until the file is gone. A build stopped half-way (a notebook interrupted while it compiles, a killed
+    job) leaves the file behind, and the next process would wait for ever without a word.
+    """
+    for lock in build_root().glob(f"**/{build_name()}/lock"):
+        age = time.time() - lock.stat().st_mtime
+        if age > STALE_LOCK_SECONDS:
+            raise RuntimeError(
+                f"an earlier build of minicastling's CPU kernel was stopped half-way and left its lock file "
+                f"{lock} ({age / 60:.0f} minutes old; a build takes about one). If no other process is "
+                f"compiling it now, delete the folder {lock.parent} and run again; or set {SWITCH}=0 to "
+                f"use the library-call path instead")
 
 
 def build() -> str:
@@ -94,6 +118,7 @@ def build() -> str:
         return "CPU kernel: could not be built (see the warning above); castled attention runs library calls"
     from torch.utils import cpp_extension
 
+    check_no_stale_lock()
     _built["tried"] = True
     flags, fresh = compiler_flags(), not is_built()
     if fresh:
