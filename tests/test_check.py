@@ -380,6 +380,13 @@ WRONG = {
          "    while True:\n        c, s = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd\n"
          "        if stats.nct.sf(c, n - 1, s) + stats.nct.cdf(-c, n - 1, s) >= 0.8:\n            return n\n"
          "        n += 1", "more than needed"),
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # one-sided
+         "    while True:\n        c, s = stats.t.ppf(0.95, n - 1), difference * math.sqrt(n) / sd\n"
+         "        if stats.nct.sf(c, n - 1, s) >= 0.8:\n            return n\n        n += 1", "one-sided"),
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # df = n
+         "    while True:\n        c, s = stats.t.ppf(0.975, n), difference * math.sqrt(n) / sd\n"
+         "        if stats.nct.sf(c, n, s) + stats.nct.cdf(-c, n, s) >= 0.8:\n            return n\n        n += 1",
+         "n degrees of freedom"),
     ],
     "most_kept": [
         ("def most_kept(threshold):\n    return math.floor(1 / threshold)", "strictly above"),
@@ -395,6 +402,12 @@ WRONG = {
         ("def equivalence_p(differences, margin):\n    from scipy import stats\n"
          "    return max(stats.ttest_1samp(differences, -margin).pvalue, stats.ttest_1samp(differences, margin).pvalue)",
          "the answer is"),
+        ("def equivalence_p(differences, margin):\n    from scipy import stats\n"  # half a two-sided p
+         "    return max(stats.ttest_1samp(differences, -margin).pvalue, stats.ttest_1samp(differences, margin).pvalue) / 2",
+         "other tail"),
+        ("def equivalence_p(differences, margin):\n    from scipy import stats\n"  # the tail at |t|
+         "    n = len(differences)\n    return max(stats.t.sf(abs(stats.ttest_1samp(differences, b).statistic), n - 1)\n"
+         "               for b in (-margin, margin))", "other tail"),
     ],
     "effect_change": [
         ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d49, d196, equal_var=False)\n"
@@ -404,6 +417,11 @@ WRONG = {
          "    ci = t.confidence_interval()\n    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)",
          "pooled-variance (Student)"),
         ("def effect_change(d49, d196):\n    return statistics.mean(d196) - statistics.mean(d49)", "three numbers"),
+        ("def effect_change(d49, d196):\n    import numpy as np\n    from scipy import stats\n"  # variances over n
+         "    a, b = np.asarray(d196), np.asarray(d49)\n    va, vb = a.var() / len(a), b.var() / len(b)\n"
+         "    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))\n"
+         "    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)\n    return a.mean() - b.mean(), (a.mean() - b.mean() - half, a.mean() - b.mean() + half)",
+         "divide by n:"),
         ("def effect_change(d49, d196):\n    d = statistics.mean(d196) - statistics.mean(d49)\n"
          "    se = math.sqrt(statistics.variance(d196) / len(d196) + statistics.variance(d49) / len(d49))\n"
          "    return d, (d - 1.96 * se, d + 1.96 * se)", "normal quantile z = 1.96"),
@@ -529,7 +547,11 @@ RIGHT = {
                         "    return statistics.mean(a) - statistics.mean(b), ci.low, ci.high",
                         "def paired_interval(a, b):\n    import numpy as np\n    from scipy import stats\n"  # one array
                         "    d = np.subtract(a, b)\n    half = stats.t.ppf(0.975, len(d) - 1) * stats.sem(d)\n"
-                        "    return np.array([d.mean(), d.mean() - half, d.mean() + half])"],
+                        "    return np.array([d.mean(), d.mean() - half, d.mean() + half])",
+                        "def paired_interval(a, b):\n    from scipy import stats\n"  # in float32, as torch computes by default
+                        "    d = torch.tensor(a) - torch.tensor(b)\n"
+                        "    half = stats.t.ppf(0.975, len(d) - 1) * d.std().item() / math.sqrt(len(d))\n"
+                        "    return d.mean().item(), (d.mean().item() - half, d.mean().item() + half)"],
     "seeds_for_power": ["def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
                         "    while True:\n        crit = stats.t.ppf(0.975, n - 1)\n        nc = difference * math.sqrt(n) / sd\n"
                         "        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= 0.8:\n"

@@ -116,6 +116,16 @@ def test_completion_counts_the_planned_runs_and_marks_early_looks_interim(primar
                if c["primary"])
 
 
+def test_a_primary_whose_mde_misses_the_target_is_interim_where_the_rule_adds_seeds():
+    rule = {"mde_target": 0.5, "seeds_rule": "10 seeds; if the MDE is then above 0.5, seeds are added until it is not"}
+    assert study.interim_why(9, 10, True, 0.3, rule) == "9 of 10 seeds"
+    assert study.interim_why(10, 10, True, 0.6, rule).startswith("MDE 0.60 above the target 0.5")
+    assert study.interim_why(10, 10, True, 0.5, rule) == ""
+    assert study.interim_why(10, 10, False, 0.9, rule) == ""  # exploratory MDEs are reported, not targeted
+    fixed = {"mde_target": 0.5, "seeds_rule": "10 seeds per primary arm, the number a pilot gave"}
+    assert study.interim_why(10, 10, True, 0.9, fixed) == ""  # a rule that fixes its seeds decides at them
+
+
 def test_a_changed_design_is_refused_without_a_reason_and_appended_with_one(primary, monkeypatch, capsys):
     trained = []
     original = study.run_one

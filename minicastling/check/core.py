@@ -322,6 +322,9 @@ def compare(ex: Exercise, fn, reference, cases, differentiable=(), rtol=1e-4, at
             same_gradients(ex, fn, reference, case, differentiable, rtol * 10, atol * 10)
 
 
+FLOAT32 = 1e-4  # float32 holds accuracies near 86 points to about 1e-5 each; every slip the checkers name is 1e-2 or more off
+
+
 def same_number(ex: Exercise, got, expected: float, case: dict, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
                 explain: str = "") -> None:
     """A function that returns one number: a Python number (or a one-element tensor) close to expected."""

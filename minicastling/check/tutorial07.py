@@ -7,7 +7,7 @@ import statistics
 
 import torch
 
-from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
+from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
 
 
 @exercise("07", 1, "warm-up", "section 7 (\"Why linear-angular weights cannot be sharp\") found the largest share "
@@ -48,7 +48,8 @@ def paired_interval(ex: Exercise, fn) -> None:
         expected = paired_difference(case["a"], case["b"])
         low, high = expected["interval_95"]
         difference, (got_low, got_high) = interval_answer(ex, call(ex, fn, case), case)
-        same_number(ex, difference, expected["difference"], case, explain="The difference is the mean of a_i − b_i.")
+        same_number(ex, difference, expected["difference"], case, rel_tol=FLOAT32, abs_tol=FLOAT32,
+                    explain="The difference is the mean of a_i − b_i.")
         width = f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}."
         mistake = known_mistake((got_low, got_high), _paired_mistakes(case, difference))
         if mistake:
@@ -57,7 +58,7 @@ def paired_interval(ex: Exercise, fn) -> None:
             width += (" Too narrow: divide the variance by n − 1, and use the t quantile for n − 1 degrees of "
                       "freedom (wider than 1.96 for few seeds).")
         for mine, theirs in zip((got_low, got_high), (low, high)):
-            same_number(ex, mine, theirs, case, explain=width)
+            same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=width)
     passed(ex, "4 pairs of arms (3 to 12 seeds) match minicastling.lab.stats.paired_difference.")
 
 
@@ -107,6 +108,19 @@ def _shortcuts(sd: float, difference: float) -> dict:
     while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > difference:
         n += 1
     answers["a 95 % interval as narrow as ± the difference, which gives about 50 % power"] = n
+
+    def fewest(critical, df):  # the noncentral t's answer for a given critical value and degrees of freedom
+        n = 2
+        while True:
+            c, shift = critical(n), difference * math.sqrt(n) / sd
+            if stats.nct.sf(c, df(n), shift) + stats.nct.cdf(-c, df(n), shift) >= 0.8:
+                return n
+            n += 1
+
+    answers["a one-sided test at 5 % (t_0.95): the question asks for a two-sided one, t_0.975"] = fewest(
+        lambda n: stats.t.ppf(0.95, n - 1), lambda n: n - 1)
+    answers["n degrees of freedom: a paired t-test of n differences has n − 1"] = fewest(
+        lambda n: stats.t.ppf(0.975, n), lambda n: n)
     return answers
 
 
@@ -126,7 +140,7 @@ def seeds_for_power(ex: Exercise, fn) -> None:
         if isinstance(got, numbers.Integral) and got < expected:
             used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got]
             verdict = (f"too few: with {got} pairs a true difference of {difference} is detected less than 80 % of "
-                       "the time. " + (f"{got} is what {' and '.join(used)} gives" if used else "") +
+                       "the time. " + (f"{got} is what {', or '.join(used)} gives" if used else "") +
                        ("; " if used else "") + "the power of a t-test when the difference is real comes from the "
                        "noncentral t distribution, which the shortcuts only approximate (they undercount at small n).")
         else:

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import torch
 
-from .core import CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
+from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
 
 
 def most_kept_reference(threshold: float) -> int:
@@ -44,7 +44,8 @@ def _differences(seed: int) -> list:
     """Lists of paired differences a_i − b_i: near 0, off-centre, and some close to the margin."""
     g = torch.Generator().manual_seed(seed)
     cases = []
-    for n, centre, spread in [(10, 0.05, 0.3), (10, 0.3, 0.25), (12, -0.1, 0.4), (6, 0.0, 0.1), (20, 0.45, 0.3)]:
+    for n, centre, spread in [(10, 0.05, 0.3), (10, 0.3, 0.25), (12, -0.1, 0.4), (6, 0.0, 0.1), (20, 0.45, 0.3),
+                              (10, 0.8, 0.1), (9, -0.6, 0.5)]:  # the last two: means outside ±0.5
         cases.append((centre + spread * torch.randn(n, generator=g, dtype=torch.float64)).tolist())
     return cases
 
@@ -74,9 +75,23 @@ def equivalence_p(ex: Exercise, fn) -> None:
                 elif abs(got - stats.ttest_1samp(differences, 0.0).pvalue) < 1e-9:
                     explain = ("That is the test of a zero difference. Equivalence asks the opposite question: are "
                                "differences as large as the margin ruled out?")
-            same_number(ex, got, expected, case, rel_tol=1e-7, explain=explain)
-    passed(ex, "5 lists of differences at margins ±0.5 and ±1 match the study's equivalence test "
-               "(minicastling.lab.stats.paired_difference).")
+                elif min(abs(got - p) for p in _tail_slips(differences, margin)) < 1e-6:
+                    explain = ("Where the mean lies beyond a bound, the one-sided p against that bound is above ½: "
+                               "halving a two-sided p, or taking the tail at |t|, gives the other tail's p. Ask "
+                               "scipy.stats.ttest_1samp for the side itself (alternative='greater' or 'less').")
+            same_number(ex, got, expected, case, rel_tol=FLOAT32, abs_tol=1e-9, explain=explain)
+    passed(ex, "7 lists of differences at margins ±0.5 and ±1, two with their mean outside ±0.5, match the study's "
+               "equivalence test (minicastling.lab.stats.paired_difference).")
+
+
+def _tail_slips(differences: list, margin: float) -> list:
+    """TOST p-values computed with the wrong tail: half a two-sided p, and the upper tail at |t|, per bound."""
+    from scipy import stats
+
+    n = len(differences)
+    halves = [stats.ttest_1samp(differences, bound).pvalue / 2 for bound in (-margin, margin)]
+    tails = [stats.t.sf(abs(stats.ttest_1samp(differences, bound).statistic), n - 1) for bound in (-margin, margin)]
+    return [max(halves), max(tails)]
 
 
 def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
@@ -99,7 +114,19 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
         f"That is Welch's standard error with n₁ + n₂ − 2 = {len(d196) + len(d49) - 2} degrees of freedom: Welch's "
         f"interval takes the Welch–Satterthwaite degrees of freedom (here {welch_df:.1f}), fewer when the spreads "
         "differ.": (difference - t_simple * se, difference + t_simple * se),
+        "Those variances divide by n: Welch's interval takes each sample's variance dividing by n − 1 "
+        "(statistics.variance, or numpy's var(ddof=1)).": _welch_by_n(d49, d196, difference),
     }
+
+
+def _welch_by_n(d49: list, d196: list, difference: float) -> tuple:
+    """Welch's interval with both variances divided by n instead of n − 1 (degrees of freedom from them too)."""
+    from scipy import stats
+
+    v196, v49 = statistics.pvariance(d196) / len(d196), statistics.pvariance(d49) / len(d49)
+    df = (v196 + v49) ** 2 / (v196 ** 2 / (len(d196) - 1) + v49 ** 2 / (len(d49) - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(v196 + v49)
+    return difference - half, difference + half
 
 
 @exercise("08", 3, "stretch", "the two studies' models differ in shape, so treat the two sets of paired differences as "
@@ -119,12 +146,12 @@ def effect_change(ex: Exercise, fn) -> None:
         explain = "mean(d196) − mean(d49), then Welch's 95 % interval of it."
         if abs(got_difference + difference) < 1e-9:
             explain = "The sign is turned round: the change from 49 to 196 tokens is mean(d196) − mean(d49)."
-        same_number(ex, got_difference, difference, case, explain=explain)
+        same_number(ex, got_difference, difference, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=explain)
         mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or (
             "The two samples are independent and their spreads differ: Welch's interval, not a paired one and not a "
             "pooled-variance one.")
         for mine, theirs in zip((got_low, got_high), (low, high)):
-            same_number(ex, mine, theirs, case, explain=(
+            same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=(
                 f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}. "
                 + mistake))
     passed(ex, "4 pairs of samples of unequal sizes and spreads match minicastling.lab.stats.welch_interval.")

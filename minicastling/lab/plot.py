@@ -165,25 +165,37 @@ VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:purple", "equivalent": "
                    "undetermined": "tab:gray"}
 
 
+INTERVALS_SAID = ("dot: mean of the paired differences; thick line: its 90 % interval (inside the margin: "
+                  "equivalent), thin: 95 % (test of 0); hollow: an interim look")
+
+
+def draw_interval(ax, c: dict, y: float, colour, bold: bool = True) -> None:
+    """One contrast on a forest plot: its mean, its 95 % interval thin and its 90 % interval thick, since the
+    test of 0 reads the first and the equivalence test the second; hollow where the look is interim."""
+    (low, high), (low90, high90) = c["interval_95"], c["interval_90"]
+    ax.plot([low, high], [y, y], color=colour, linewidth=1.2, linestyle="--" if c["interim"] else "-")
+    ax.plot([low90, high90], [y, y], color=colour, linewidth=4 if bold else 3, alpha=0.5 if c["interim"] else 1)
+    ax.plot(c["difference"], y, "o", color=colour, markersize=8 if bold else 6,
+            markerfacecolor="white" if c["interim"] else colour, markeredgewidth=1.5)
+
+
 def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
                    parts=("primary", "secondary", "diagnostic")):
     """The contrasts of a study's `parts` (lab/study.py) as dots with their paired 95 % intervals, grouped by
     part and coloured by verdict; the ±margin band is where two arms count as equivalent."""
     contrasts = list(reversed([c for c in study["contrasts"] if c["part"] in parts]))
     margin = study["design"]["margin"]
-    fig, ax = plt.subplots(figsize=(9, 0.42 * len(contrasts) + 1.6))
+    fig, ax = plt.subplots(figsize=(11, 0.62 * len(contrasts) + 2.2))
     ax.axvspan(-margin, margin, color="tab:olive", alpha=0.12, label=f"±{margin:g} point: the equivalence margin")
     ax.axvline(0, color="black", linewidth=1)
     for row, c in enumerate(contrasts):
-        low, high = c["interval_95"]
-        colour = VERDICT_COLOURS[c["verdict"]]
-        ax.plot([low, high], [row, row], color=colour, linewidth=2.5 if c["primary"] else 1.5)
-        ax.plot(c["difference"], row, "o", color=colour, markersize=7 if c["primary"] else 5)
-    labels = [f"{'PRIMARY: ' if c['primary'] else ''}{c['name']} (n={c['n']}): {c['verdict']}"
-              + (f", interim ({c['n']} of {c['planned_n']} seeds)" if c["interim"] else "") for c in contrasts]
-    ax.set_yticks(range(len(contrasts)), labels, fontsize=10)
-    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired "
-                  "differences; line: its 95 % t-interval", title=title)
+        draw_interval(ax, c, row, VERDICT_COLOURS[c["verdict"]], c["primary"])
+    labels = ["\n".join(textwrap.wrap(f"{'PRIMARY: ' if c['primary'] else ''}{c['name']} (n={c['n']}): {c['verdict']}"
+                                       + (f", interim ({c['interim_why']})" if c["interim"] else ""), 40))
+              for c in contrasts]
+    ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + "\n".join(textwrap.wrap(INTERVALS_SAID, 90)),
+           title=title)
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)  # above the rows, over none
     ax.set_title(title, pad=28)
     ax.grid(True, axis="x", alpha=0.3)
@@ -226,7 +238,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
             values = [[seed[e - 1] for seed in series] for e in epochs]
             means = [statistics.mean(v) for v in values]
             spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-            ax.plot(epochs, means, marker="o", color=colour, label=arm)
+            ax.plot(epochs, means, marker="o", color=colour, label=f"{arm} ({len(curves)} seed{'s' * (len(curves) > 1)})")
             ax.fill_between(epochs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)],
                             color=colour, alpha=0.15)
         if any(alpha):  # an arm with a branch: its schedule, dotted
@@ -284,21 +296,22 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
     for y, name in enumerate(reversed(names)):
         for r in [r for r in rows if r["name"] == name]:
             offset = -0.15 if r["tokens"] == 49 else 0.15
-            low, high = r["interval_95"]
             colour = TOKEN_COLOURS[r["tokens"]]
-            ax.plot([low, high], [y + offset] * 2, color=colour, linewidth=2.5)
-            ax.plot(r["difference"], y + offset, "o", color=colour)
+            draw_interval(ax, r, y + offset, colour)
             for edge in (-margins[r["tokens"]], margins[r["tokens"]]):
                 ax.plot([edge] * 2, [y + offset - 0.1, y + offset + 0.1], color=colour, linewidth=1)
-            interim = f", interim: {r['n']} of {r['planned_n']}" if r["interim"] else ""
-            ax.annotate(f"{r['verdict']} (n={r['n']}{interim})", (high, y + offset), xytext=(5, -4), textcoords="offset points",
-                        fontsize=9, color=colour)
+            interim = f", interim: {r['interim_why']}" if r["interim"] else ""
+            right = max(r["interval_95"][1], margins[r["tokens"]])  # right of the line and of the margin's tick
+            ax.annotate("\n".join(textwrap.wrap(f"{r['verdict']} (n={r['n']}{interim})", 34)), (right, y + offset),
+                        xytext=(6, 0), textcoords="offset points", fontsize=9, color=colour, va="center")
+    low = min([r["interval_95"][0] for r in rows] + [-m for m in margins.values()])
+    high = max([r["interval_95"][1] for r in rows] + list(margins.values()))
+    ax.set_xlim(low - 0.05 * (high - low), high + 0.55 * (high - low))  # room on the right for the verdicts
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
         ax.plot([], [], "o-", color=colour, label=f"{tokens} tokens (ticks: that study's ±{margins[tokens]:g} margin)")
-    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\ndot: mean of the paired differences; "
-                  "line: its 95 % t-interval")
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + "\n".join(textwrap.wrap(INTERVALS_SAID, 90)))
     ax.set_title(title, pad=28)
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=2)
     ax.grid(True, axis="x", alpha=0.3)

@@ -67,8 +67,9 @@ def seeds_needed(sd: float, target: float, alpha: float = 0.05, power: float = 0
 def paired_difference(a, b, margin: float = 1.0, confidence: float = 0.95, power: float = 0.8) -> dict:
     """Everything a paired comparison reports: a_i − b_i's mean, sd, interval, tests and power.
 
-    p_value: the paired t-test of a difference of 0 (two-sided); p_equivalence: the larger p of the two
-    one-sided tests (TOST) that the difference exceeds −margin and falls short of +margin; mde_80: the
+    p_value: the paired t-test of a difference of 0 (two-sided), whose interval is interval_95;
+    p_equivalence: the larger p of the two one-sided tests (TOST) that the difference exceeds −margin and
+    falls short of +margin, below 5 % exactly when interval_90 lies inside ±margin; mde_80: the
     smallest difference this many pairs with this spread detect with 80 % power.
     """
     a, b = [float(x) for x in a], [float(x) for x in b]
@@ -81,15 +82,18 @@ def paired_difference(a, b, margin: float = 1.0, confidence: float = 0.95, power
     mean = statistics.mean(differences)
     if sd == 0:  # identical differences (tiny test sets, quick runs): no t-test is defined, decide nothing
         p_value = p_equivalence = 1.0
-        interval = (mean, mean)
+        interval = equivalence_interval = (mean, mean)
     else:
         test = stats.ttest_rel(a, b)
         p_value = float(test.pvalue)
         interval = tuple(float(x) for x in test.confidence_interval(confidence))
+        # TOST at 1 − confidence rejects exactly when this interval lies inside ±margin
+        equivalence_interval = tuple(float(x) for x in test.confidence_interval(1 - 2 * (1 - confidence)))
         above = stats.ttest_1samp(differences, -margin, alternative="greater").pvalue
         below = stats.ttest_1samp(differences, margin, alternative="less").pvalue
         p_equivalence = float(max(above, below))
-    return {"difference": mean, "sd": sd, "n": len(a), "interval_95": list(interval), "p_value": p_value,
+    return {"difference": mean, "sd": sd, "n": len(a), "interval_95": list(interval),
+            "interval_90": list(equivalence_interval), "p_value": p_value,
             "p_equivalence": p_equivalence, "margin": margin,
             "mde_80": minimum_detectable_difference(sd, len(a), 1 - confidence, power)}
 

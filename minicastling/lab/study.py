@@ -356,14 +356,28 @@ def gather(records: list) -> dict:
     return runs
 
 
+def interim_why(n: int, planned: int, primary: bool, mde: float, design: dict) -> str:
+    """Why a contrast's analysis is an interim look, not the study's verdict, in a few words; empty when it is final.
+
+    Fewer seeds than the design plans; or, for a primary contrast, an MDE still above the design's target
+    where the design's declared seeds rule adds seeds until it is not (the 196-token study's does; the
+    49-token study's fixed its seeds from a pilot).
+    """
+    if n < planned:
+        return f"{n} of {planned} seeds"
+    if primary and mde > design["mde_target"] and "seeds are added" in design.get("seeds_rule", ""):
+        return f"MDE {mde:.2f} above the target {design['mde_target']:g}: the seeds rule adds seeds"
+    return ""
+
+
 def compare(runs: dict, contrasts: list, design: dict) -> list:
     """Every contrast whose two arms share at least two seeds, analysed as paired differences.
 
     Holm's adjustment runs within the primary family, where it decides the verdict, and within each
     exploratory part, where it is reported beside the unadjusted p (p_value_holm_in_part) and decides nothing.
     Each contrast also carries what its data exclude: the interval's bounds (excludes_above, excludes_below),
-    and the seeds its design plans (planned_n): with fewer (interim), its verdict is an interim look, not the
-    study's.
+    and the seeds its design plans (planned_n): with fewer, or a primary MDE still above the design's target
+    (interim, interim_why), its verdict is an interim look, not the study's.
     """
     results = []
     for c in contrasts:
@@ -377,9 +391,10 @@ def compare(runs: dict, contrasts: list, design: dict) -> list:
         pairs = [[a["accuracies"][a["seeds"].index(s)], b["accuracies"][b["seeds"].index(s)]] for s in shared]
         result = stats.paired_difference([p[0] for p in pairs], [p[1] for p in pairs], design["margin"],
                                          1 - design["alpha"], design["power"])
+        why = interim_why(len(shared), design["seeds"][c["part"]], c["primary"], result["mde_80"], design)
         results.append({**c, "seeds": shared, "pairs": pairs, **result, "excludes_above": result["interval_95"][1],
                         "excludes_below": result["interval_95"][0], "planned_n": design["seeds"][c["part"]],
-                        "interim": len(shared) < design["seeds"][c["part"]]})
+                        "interim": bool(why), "interim_why": why})
     for part in PARTS:
         family = [r for r in results if r["part"] == part]
         for key in ("p_value", "p_equivalence"):
@@ -491,7 +506,7 @@ def reproduce(path, arm: str, seed: int, dataset: str = FASHION, out="runs/repro
 
 def token_table(studies: dict, names=None) -> list:
     """One row per (contrast, tokens) for the contrasts the studies {tokens: read_study(...)} share (or `names`):
-    {name, tokens, part, n, planned_n, interim, difference, interval_95, mde_80, verdict}, each study's rows from its own analysis."""
+    {name, tokens, part, n, planned_n, interim, difference, interval_95, interval_90, mde_80, verdict}, each study's rows from its own analysis."""
     shared = names or [c["name"] for c in next(iter(studies.values()))["contrasts"]
                        if all(c["name"] in {d["name"] for d in s["contrasts"]} for s in studies.values())]
     rows = []
@@ -500,8 +515,9 @@ def token_table(studies: dict, names=None) -> list:
             c = next((c for c in study["contrasts"] if c["name"] == name), None)
             if c is not None:
                 rows.append({"name": name, "tokens": tokens, "part": c["part"], "n": c["n"],
-                             "planned_n": c["planned_n"], "interim": c["interim"], "difference": c["difference"],
-                             "interval_95": c["interval_95"], "mde_80": c["mde_80"], "verdict": c["verdict"]})
+                             "planned_n": c["planned_n"], "interim": c["interim"], "interim_why": c["interim_why"],
+                             "difference": c["difference"],
+                             "interval_95": c["interval_95"], "interval_90": c["interval_90"], "mde_80": c["mde_80"], "verdict": c["verdict"]})
     return rows
 
 
@@ -609,7 +625,7 @@ def print_study(study: dict) -> None:
         for c in rows:
             low, high = c["interval_95"]
             holm = f", Holm p {c['p_value_holm']:.3f}" if c["primary"] else ""
-            interim = f" (interim: {c['n']} of {c['planned_n']} seeds)" if c["interim"] else ""
+            interim = f" (interim: {c['interim_why']})" if c["interim"] else ""
             print(f"  {c['name']:<52} {c['difference']:+6.2f} [{low:+.2f}, {high:+.2f}]  n {c['n']:>2}, "
                   f"MDE {c['mde_80']:.2f}{holm}: {c['verdict']}{interim}; excludes a − b above {high:+.2f}")
             if c["primary"] and c["mde_80"] > design["mde_target"]:
