@@ -229,9 +229,9 @@ def test_a_token_table_pairs_each_shared_contrast_and_its_figures_mark_interim_l
     rows = study.token_table({49: analysed, 196: early}, names=["branch on vs off, kernel form"])
     assert [(r["tokens"], r["n"], r["planned_n"]) for r in rows] == [(49, n, n), (196, n, n + 1)]
     figure = plot.plot_token_table(rows, {49: 1.0, 196: 0.5})
-    notes = [t.get_text() for t in figure.axes[0].texts]
+    notes = [" ".join(t.get_text().split()) for t in figure.axes[0].texts]  # wrapped over lines
     assert any(f"interim: {n} of {n + 1}" in t for t in notes) and sum("interim" in t for t in notes) == 1
-    labels = [t.get_text() for t in plot.plot_contrasts(early).axes[0].get_yticklabels()]
+    labels = [" ".join(t.get_text().split()) for t in plot.plot_contrasts(early).axes[0].get_yticklabels()]
     assert any(f"interim ({n} of {n + 1} seeds)" in label for label in labels)
     means = study.epoch_means(analysed, "castling, kernel form", "mask_density")
     figure = plot.plot_epoch_means({"49 tokens, castling, kernel form": means}, "share kept", "t", log=True)
