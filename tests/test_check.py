@@ -359,10 +359,20 @@ WRONG = {
          "both shortcuts"),
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.95, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))\n"
-         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "Too narrow"),
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "one-sided quantile"),
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d)\n"
          "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "The interval is"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
+         "    half = stats.t.ppf(0.975, len(d)) * statistics.stdev(d) / math.sqrt(len(d))\n"
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "degrees of freedom: n"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n"
+         "    ci = stats.ttest_ind(a, b).confidence_interval(0.95)\n"
+         "    return statistics.mean(a) - statistics.mean(b), (ci.low, ci.high)", "pooled two-sample"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n    n = len(a)\n"
+         "    d = statistics.mean(a) - statistics.mean(b)\n"
+         "    half = stats.t.ppf(0.975, n - 1) * math.sqrt(statistics.variance(a) / n + statistics.variance(b) / n)\n"
+         "    return d, (d - half, d + half)", "treats the arms as unrelated"),
         ("def paired_interval(a, b):\n    d = [x - y for x, y in zip(a, b)]\n    return statistics.mean(d)",
          "any sequence of those three numbers"),
     ],
@@ -372,10 +382,10 @@ WRONG = {
          "too few"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n"
          "    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)\n    return max(2, math.ceil((z * sd / difference) ** 2))",
-         "is what the normal approximation"),
+         "is also what the normal approximation"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # the textbook central t
          "    while n < ((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / difference) ** 2:\n"
-         "        n += 1\n    return n", "is what the central-t approximation"),
+         "        n += 1\n    return n", "is also what the central-t approximation"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 4\n"  # a search that starts too late
          "    while True:\n        c, s = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd\n"
          "        if stats.nct.sf(c, n - 1, s) + stats.nct.cdf(-c, n - 1, s) >= 0.8:\n            return n\n"

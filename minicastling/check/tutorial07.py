@@ -83,7 +83,23 @@ def _paired_mistakes(case: dict, difference: float) -> dict:
         "That takes both shortcuts, the normal quantile 1.96 and a standard deviation that divides by n: use the t "
         "quantile for n − 1 degrees of freedom and divide by n − 1.":
             (difference - z * population, difference + z * population),
+        f"That uses t_0.95, a one-sided quantile: a two-sided 95 % interval leaves 2.5 % in each tail, "
+        f"t_0.975 = {t:.2f} here.": (difference - stats.t.ppf(0.95, n - 1) * sample,
+                                      difference + stats.t.ppf(0.95, n - 1) * sample),
+        f"That takes the t quantile with n = {n} degrees of freedom: n differences leave n − 1 = {n - 1}.":
+            (difference - stats.t.ppf(0.975, n) * sample, difference + stats.t.ppf(0.975, n) * sample),
+        "That is the pooled two-sample (Student) interval: it treats the arms as unrelated samples. Take the "
+        "per-seed differences first.": tuple(stats.ttest_ind(case["a"], case["b"]).confidence_interval(0.95)),
+        "That standard error, √(var a / n + var b / n), treats the arms as unrelated: the paired one is the "
+        "standard deviation of the differences a_i − b_i over √n.": _unpaired_se_interval(case, difference, t),
     }
+
+
+def _unpaired_se_interval(case: dict, difference: float, t: float) -> tuple:
+    """The paired t quantile with the two arms' variances added as if they were independent."""
+    n = len(case["a"])
+    half = t * math.sqrt(statistics.variance(case["a"]) / n + statistics.variance(case["b"]) / n)
+    return difference - half, difference + half
 
 
 def seeds_reference(sd: float, difference: float) -> int:
@@ -140,7 +156,7 @@ def seeds_for_power(ex: Exercise, fn) -> None:
         if isinstance(got, numbers.Integral) and got < expected:
             used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got]
             verdict = (f"too few: with {got} pairs a true difference of {difference} is detected less than 80 % of "
-                       "the time. " + (f"{got} is what {', or '.join(used)} gives" if used else "") +
+                       "the time. " + (f"{got} is also what {', or '.join(used)} gives" if used else "") +
                        ("; " if used else "") + "the power of a t-test when the difference is real comes from the "
                        "noncentral t distribution, which the shortcuts only approximate (they undercount at small n).")
         else:

@@ -144,7 +144,8 @@ STUDY_49 = Study(
                  "run 0.045 as 0.04"},
         {"at": "2026-12-03T06:37:26Z", "commit": "23c74b6",
          "what": "the official form's CPU kernel landed while primary runs were under way (the primary part was "
-                 "complete by 07:11); the branch entered the kernel at 07:50 (4958b3d) while secondary runs were"},
+                 "complete by 07:11); the branch entered the kernel at 07:50 (4958b3d) while secondary runs were "
+                 "under way"},
         {"at": "2026-12-03T08:23:53Z", "commit": "c220764",
          "what": "secondary cut from 10 seeds to 5 and the diagnostic's references to 2 seeds, for CPU time, after "
                  "the primary part and most of the first five secondary seeds had run; noise 0.06 dropped before any "
