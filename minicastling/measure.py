@@ -123,7 +123,8 @@ def mask_density(model: nn.Module, images: torch.Tensor) -> float:
 
 def branch_share(model: nn.Module, images: torch.Tensor) -> float | None:
     """How much of the attention output the softmax branch makes: ‖y − y₀‖ / ‖y‖ per castling layer,
-    y its heads' output with the branch and y₀ without (same input), averaged over layers.
+    y the layer's attention output (the DWConv's included) with the branch and y₀ without (same input),
+    averaged over layers.
 
     None when no layer has the branch on (α = 0 or castled). Read beside α: a branch can be weighted
     and still add little, when its mask keeps few entries or its output lies close to the linear path's.

@@ -362,7 +362,7 @@ WRONG = {
          "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "one-sided quantile"),
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d)\n"
-         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "The interval is"),
+         "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "over √n"),
         ("def paired_interval(a, b):\n    from scipy import stats\n    d = [x - y for x, y in zip(a, b)]\n"
          "    half = stats.t.ppf(0.975, len(d)) * statistics.stdev(d) / math.sqrt(len(d))\n"
          "    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)", "degrees of freedom: n"),

@@ -22,7 +22,7 @@ def smallest_weight_bound(ex: Exercise, fn) -> None:
         case = {"tokens": tokens}
         same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-6,  # float32 arithmetic passes
                     explain="For one token it must be 1; as N grows it falls towards (½ − 1/π)/(½ + 1/π) from above.")
-    passed(ex, "N = 1 to 1,000 match the mirror image of minicastling.similarity.largest_weight_bound.")
+    passed(ex, "six token counts from 1 to 1,000 match the mirror image of minicastling.similarity.largest_weight_bound.")
 
 
 def _paired_lists(seed: int) -> list:
@@ -83,6 +83,8 @@ def _paired_mistakes(case: dict, difference: float) -> dict:
         "That takes both shortcuts, the normal quantile 1.96 and a standard deviation that divides by n: use the t "
         "quantile for n − 1 degrees of freedom and divide by n − 1.":
             (difference - z * population, difference + z * population),
+        "That interval uses the standard deviation itself: the mean's standard error is the standard deviation "
+        "over √n.": (difference - t * statistics.stdev(d), difference + t * statistics.stdev(d)),
         f"That uses t_0.95, a one-sided quantile: a two-sided 95 % interval leaves 2.5 % in each tail, "
         f"t_0.975 = {t:.2f} here.": (difference - stats.t.ppf(0.95, n - 1) * sample,
                                       difference + stats.t.ppf(0.95, n - 1) * sample),

@@ -165,9 +165,8 @@ VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:purple", "equivalent": "
                    "undetermined": "tab:gray"}
 
 
-INTERVALS_SAID = ("dot: mean of the paired differences; thin line: its 95 % interval (the test of 0); thick: "
-                  "its 90 % interval (inside the margin: equivalent at 5 %; a Holm-adjusted primary test may need the "
-                  "95 % one inside); hollow: an interim look")
+INTERVALS_SAID = ("dot: mean of the paired differences; thin line: its 95 % interval; thick: its 90 % interval "
+                  "(equivalence at 5 % needs it inside the margin); hollow and dashed: an interim look")
 
 
 def draw_interval(ax, c: dict, y: float, colour, bold: bool = True) -> None:
