@@ -3,6 +3,7 @@ the path choice (castling.choose_path) and the one step that builds it."""
 
 import math
 import os
+import threading
 import time
 import warnings
 
@@ -234,15 +235,22 @@ def test_a_failed_build_warns_once_and_leaves_the_library_path(monkeypatch):
         assert module(torch.randn(1, 5, 32)).shape == (1, 5, 32) and paths_run(module, "cpu") == ["library"]
 
 
-def test_a_lock_left_by_a_stopped_build_is_an_error_that_says_what_to_delete(monkeypatch, tmp_path):
+def test_a_build_in_another_process_is_waited_for_and_a_stopped_one_is_an_error_that_says_what_to_delete(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_kernel, "_built", {"module": None, "tried": False})
     folder = tmp_path / cpu_kernel.build_name()
     folder.mkdir()
     lock = folder / "lock"
-    lock.touch()  # a build in progress in another process: waited for, not refused
-    cpu_kernel.check_no_stale_lock()
+    lock.touch()  # a build in progress in another process: waited for until it ends, not refused
+    threading.Timer(0.3, lock.unlink).start()
+    started = time.perf_counter()
+    cpu_kernel.wait_for_another_build(poll=0.05)
+    assert 0.25 < time.perf_counter() - started < 5 and not lock.exists()
     old = time.time() - cpu_kernel.STALE_LOCK_SECONDS - 60
+    lock.touch()
+    threading.Timer(0.2, lambda: os.utime(lock, (old, old))).start()  # a build that stops while it is waited for
+    with pytest.raises(RuntimeError, match="stopped half-way"):
+        cpu_kernel.wait_for_another_build(poll=0.05)
     os.utime(lock, (old, old))
     with pytest.raises(RuntimeError, match=f"stopped half-way.*delete the folder {folder}"):
         cpu_kernel.build()

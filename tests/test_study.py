@@ -141,6 +141,8 @@ def test_a_changed_design_is_refused_without_a_reason_and_appended_with_one(prim
     assert amendment["why"] == "a third seed, by the seeds rule" and amendment["seen_by_then"]["finished_runs"] == 8
     assert content["design"]["seeds"]["primary"] == 2  # the design as declared is never written over
     assert all(len(c["pairs"]) == 3 for c in content["analysis"]["contrasts"])
+    assert quick(primary) == 0 and sorted(trained) == [2, 2, 2, 2]  # a plain rerun resumes with the seeds in force
+    assert len(written(primary)["amendments"]) == 1
 
 
 def test_a_lost_run_is_trained_again_and_replaces_nothing_else(tmp_path):

@@ -85,21 +85,27 @@ def is_built() -> bool:
 STALE_LOCK_SECONDS = 600  # a build takes about a minute; a lock ten times older was left by a build that was stopped
 
 
-def check_no_stale_lock() -> None:
-    """Refuse to wait on a build that will never finish.
+def wait_for_another_build(poll: float = 1.0) -> None:
+    """Wait while another process builds the kernel; refuse to wait on a build that will never finish.
 
     torch marks a build in progress with a `lock` file in its folder and makes every other process wait
-    until the file is gone. A build stopped half-way (a notebook interrupted while it compiles, a killed
-    job) leaves the file behind, and the next process would wait for ever without a word.
+    until the file is gone, with no word and no end. A build stopped half-way (a notebook interrupted while
+    it compiles, a killed job) leaves the file behind. So this waits here instead, where it can tell: while
+    the lock is younger than a build ever takes it waits; once it is older, it raises with what to delete.
     """
     for lock in build_root().glob(f"**/{build_name()}/lock"):
-        age = time.time() - lock.stat().st_mtime
-        if age > STALE_LOCK_SECONDS:
-            raise RuntimeError(
-                f"an earlier build of minicastling's CPU kernel was stopped half-way and left its lock file "
-                f"{lock} ({age / 60:.0f} minutes old; a build takes about one). If no other process is "
-                f"compiling it now, delete the folder {lock.parent} and run again; or set {SWITCH}=0 to "
-                f"use the library-call path instead")
+        while lock.exists():
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:  # the other build finished between the two looks
+                break
+            if age > STALE_LOCK_SECONDS:
+                raise RuntimeError(
+                    f"an earlier build of minicastling's CPU kernel was stopped half-way and left its lock file "
+                    f"{lock} ({age / 60:.0f} minutes old; a build takes about one). If no other process is "
+                    f"compiling it now, delete the folder {lock.parent} and run again; or set {SWITCH}=0 to "
+                    f"use the library-call path instead")
+            time.sleep(poll)
 
 
 def build() -> str:
@@ -118,7 +124,7 @@ def build() -> str:
         return "CPU kernel: could not be built (see the warning above); castled attention runs library calls"
     from torch.utils import cpp_extension
 
-    check_no_stale_lock()
+    wait_for_another_build()
     _built["tried"] = True
     flags, fresh = compiler_flags(), not is_built()
     if fresh:

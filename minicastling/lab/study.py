@@ -423,6 +423,19 @@ def declared(study: Study, seeds: dict, scale: str, quick: bool) -> dict:
             "recipes": {d: {k: v for k, v in r.items() if k != "seed"} for d, r in recipes.items()}}
 
 
+def seeds_in_force(path: Path) -> dict | None:
+    """The seeds per part of the design in force in an existing record (its amendments applied), else None: what
+    a rerun that names no --seeds asks for, so that resuming an amended study needs no second amendment."""
+    import json
+
+    from .record import Record
+
+    try:
+        return Record(path, json.loads(path.read_text())).design()["seeds"]
+    except (OSError, ValueError, KeyError, TypeError):  # no record yet, or not one: open_record says what is wrong
+        return None
+
+
 def run_study(parts=None, seeds: int | None = None, quick: bool = False, scale: str = "cpu", out="runs/study",
               results=None, workers: int = 2, progress: bool = True, tokens: int = 49, amend: str | None = None) -> dict:
     """Train what the parts need (resuming and extending earlier runs in the record), analyse, write the record."""
@@ -436,9 +449,10 @@ def run_study(parts=None, seeds: int | None = None, quick: bool = False, scale: 
                          f"{list(study.parts)}, and the scales are {list(SCALES)}")
     if seeds is not None and seeds < 2:
         raise InputError(f"--seeds {seeds}: a paired interval needs at least 2 seeds")
-    chosen = {part: (seeds if seeds and part in parts else study.design["seeds"][part]) for part in study.parts}
-    record = open_record(Path(results or study.results), declared(study, chosen, scale, quick),
-                         list(study.history), amend)
+    path = Path(results or study.results)
+    in_force = seeds_in_force(path) or study.design["seeds"]  # a record's amended seeds stay in force on a rerun
+    chosen = {part: (seeds if seeds and part in parts else in_force[part]) for part in study.parts}
+    record = open_record(path, declared(study, chosen, scale, quick), list(study.history), amend)
     design = record.design()
     threads = max(1, torch.get_num_threads() // workers)
     if scale == "cpu":  # built once here, before the workers start, so that no two compile it at once
