@@ -385,7 +385,7 @@ WRONG = {
          "is also what the normal approximation"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # the textbook central t
          "    while n < ((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / difference) ** 2:\n"
-         "        n += 1\n    return n", "is also what the central-t approximation"),
+         "        n += 1\n    return n", "the central-t approximation"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 4\n"  # a search that starts too late
          "    while True:\n        c, s = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd\n"
          "        if stats.nct.sf(c, n - 1, s) + stats.nct.cdf(-c, n - 1, s) >= 0.8:\n            return n\n"
@@ -562,7 +562,13 @@ RIGHT = {
                         "    d = torch.tensor(a) - torch.tensor(b)\n"
                         "    half = stats.t.ppf(0.975, len(d) - 1) * d.std().item() / math.sqrt(len(d))\n"
                         "    return d.mean().item(), (d.mean().item() - half, d.mean().item() + half)"],
-    "seeds_for_power": ["def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
+    "seeds_for_power": ["def seeds_for_power(sd, difference):\n    import numpy as np\n"  # a simulation of the power
+                        "    rng, n = np.random.default_rng(0), 2\n    from scipy import stats\n    while True:\n"
+                        "        d = rng.normal(difference, sd, (20000, n))\n"
+                        "        t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))\n"
+                        "        if (np.abs(t) > stats.t.ppf(0.975, n - 1)).mean() >= 0.8:\n            return n\n"
+                        "        n += 1",
+                        "def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
                         "    while True:\n        crit = stats.t.ppf(0.975, n - 1)\n        nc = difference * math.sqrt(n) / sd\n"
                         "        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= 0.8:\n"
                         "            return n\n        n += 1"],

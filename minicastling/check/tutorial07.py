@@ -111,6 +111,23 @@ def seeds_reference(sd: float, difference: float) -> int:
     return seeds_needed(sd, difference, minimum=2)
 
 
+def _power(n: int, sd: float, difference: float) -> float:
+    """The power of a two-sided paired t-test at 5 % with n pairs, from the noncentral t."""
+    from scipy import stats
+
+    critical, shift = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd
+    return stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift)
+
+
+def _on_the_line(got, expected: int, sd: float, difference: float, tolerance: float = 0.005) -> bool:
+    """One seed off where the power sits within `tolerance` of 80 % at the boundary: a simulation of the power
+    (thousands of draws) cannot tell those two counts apart, and is right to within its noise."""
+    if not isinstance(got, numbers.Integral) or isinstance(got, bool) or abs(got - expected) != 1:
+        return False
+    boundary = min(got, expected)  # the count whose power decides: just under 80 %, or just over
+    return abs(_power(boundary, sd, difference) - 0.8) < tolerance
+
+
 def _shortcuts(sd: float, difference: float) -> dict:
     """What the usual shortcuts answer, each named as a student would recognise it: {name: seeds}."""
     from scipy import stats
@@ -150,10 +167,10 @@ def seeds_for_power(ex: Exercise, fn) -> None:
     from ..lab.stats import minimum_detectable_difference
 
     # answers from 3 to 73 (at 2 pairs, 1 degree of freedom, the noncentral t's tail is too heavy to judge by)
-    for sd, difference in [(1.0, 1.0), (0.7, 1.0), (2.0, 1.0), (1.0, 3.0), (0.5, 0.2), (0.2, 1.0), (3.0, 1.0)]:
+    for sd, difference in [(1.0, 1.0), (0.7, 1.0), (2.0, 1.0), (1.0, 3.0), (0.5, 0.2), (0.2, 1.0), (3.0, 1.0), (0.2, 2.0)]:
         case = {"sd": sd, "difference": difference}
         expected, got = seeds_reference(**case), call(ex, fn, case)
-        if got == expected:
+        if got == expected or _on_the_line(got, expected, sd, difference):
             continue
         if isinstance(got, numbers.Integral) and got < expected:
             used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got]
@@ -165,4 +182,5 @@ def seeds_for_power(ex: Exercise, fn) -> None:
             verdict = "more than needed: the fewest that reach 80 % is asked for." if isinstance(got, numbers.Integral) \
                 else "not a whole number of seeds."
         raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected} seeds; yours, {got!r}, is {verdict}")
-    passed(ex, "7 spreads and differences, with answers from 3 to 73 seeds, match the noncentral t's power.")
+    passed(ex, "8 spreads and differences, with answers from 3 to 73 seeds, match the noncentral t's power (one seed "
+               "either way where the power at the line is within half a point of 80 %, as a simulation may land).")

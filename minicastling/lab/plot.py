@@ -5,6 +5,7 @@ import textwrap
 from functools import partial
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 from .bench import crossover
 from ..train import read_history
@@ -301,12 +302,14 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
             for edge in (-margins[r["tokens"]], margins[r["tokens"]]):
                 ax.plot([edge] * 2, [y + offset - 0.1, y + offset + 0.1], color=colour, linewidth=1)
             interim = f", interim: {r['interim_why']}" if r["interim"] else ""
-            right = max(r["interval_95"][1], margins[r["tokens"]])  # right of the line and of the margin's tick
-            ax.annotate("\n".join(textwrap.wrap(f"{r['verdict']} (n={r['n']}{interim})", 34)), (right, y + offset),
-                        xytext=(6, 0), textcoords="offset points", fontsize=9, color=colour, va="center")
+            left = r["interval_95"][1] < 0  # beside the end away from 0, so the zero line crosses no word
+            ax.annotate("\n".join(textwrap.wrap(f"{r['verdict']} (n={r['n']}{interim})", 34)),
+                        (r["interval_95"][0 if left else 1], y + offset), xytext=(-6 if left else 6, 3),
+                        textcoords="offset points", fontsize=9, color=colour, va="bottom",
+                        ha="right" if left else "left")
     low = min([r["interval_95"][0] for r in rows] + [-m for m in margins.values()])
     high = max([r["interval_95"][1] for r in rows] + list(margins.values()))
-    ax.set_xlim(low - 0.05 * (high - low), high + 0.55 * (high - low))  # room on the right for the verdicts
+    ax.set_xlim(low - 0.3 * (high - low), high + 0.3 * (high - low))  # room for the verdicts on either side
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
@@ -328,6 +331,10 @@ def plot_epoch_means(series: dict, ylabel: str, title: str, log: bool = False):
         ax.plot(epochs, [v for v in values if v is not None], marker="o", label=label, color=colour,
                 linestyle="-" if "kernel" in label else "--")
     ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+    if log:  # plain numbers on the ticks, 0.03 rather than 3×10⁻²
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2, 3, 5)))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_title(title, pad=10)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
