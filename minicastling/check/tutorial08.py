@@ -63,7 +63,8 @@ def equivalence_p(ex: Exercise, fn) -> None:
             case = {"differences": differences, "margin": margin}
             expected = paired_difference(differences, [0.0] * len(differences), margin)["p_equivalence"]
             got = call(ex, fn, case)
-            explain = "The TOST p-value is the larger of the two one-sided p-values."
+            explain = ("The TOST p-value is the larger of the two one-sided t-tests' p-values, each with the sample "
+                       "standard deviation (dividing by n − 1) and Student's t with n − 1 degrees of freedom.")
             if isinstance(got, numbers.Real) and abs(got - expected) > 1e-9:
                 from scipy import stats
 
@@ -114,6 +115,10 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
         f"That is Welch's standard error with n₁ + n₂ − 2 = {len(d196) + len(d49) - 2} degrees of freedom: Welch's "
         f"interval takes the Welch–Satterthwaite degrees of freedom (here {welch_df:.1f}), fewer when the spreads "
         "differ.": (difference - t_simple * se, difference + t_simple * se),
+        f"That takes the conservative min(n₁, n₂) − 1 = {min(len(d196), len(d49)) - 1} degrees of freedom: Welch's "
+        f"interval takes the Welch–Satterthwaite ones (here {welch_df:.1f}).":
+            (difference - stats.t.ppf(0.975, min(len(d196), len(d49)) - 1) * se,
+             difference + stats.t.ppf(0.975, min(len(d196), len(d49)) - 1) * se),
         "Those variances divide by n: Welch's interval takes each sample's variance dividing by n − 1 "
         "(statistics.variance, or numpy's var(ddof=1)).": _welch_by_n(d49, d196, difference),
     }
@@ -154,4 +159,5 @@ def effect_change(ex: Exercise, fn) -> None:
             same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=(
                 f"The interval is {low:.4f} to {high:.4f}; yours is {float(got_low):.4f} to {float(got_high):.4f}. "
                 + mistake))
-    passed(ex, "4 pairs of samples of unequal sizes and spreads match minicastling.lab.stats.welch_interval.")
+    passed(ex, "4 pairs of samples, of equal and unequal sizes and of unequal spreads, match "
+               "minicastling.lab.stats.welch_interval.")
