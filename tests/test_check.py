@@ -427,6 +427,9 @@ WRONG = {
          "    ci = t.confidence_interval()\n    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)",
          "pooled-variance (Student)"),
         ("def effect_change(d49, d196):\n    return statistics.mean(d196) - statistics.mean(d49)", "three numbers"),
+        ("def effect_change(d49, d196):\n    from scipy import stats\n"  # the 90 % interval of exercise 2
+         "    ci = stats.ttest_ind(d196, d49, equal_var=False).confidence_interval(0.90)\n"
+         "    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)", "90 % interval"),
         ("def effect_change(d49, d196):\n    import numpy as np\n    from scipy import stats\n"  # variances over n
          "    a, b = np.asarray(d196), np.asarray(d49)\n    va, vb = a.var() / len(a), b.var() / len(b)\n"
          "    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))\n"

@@ -166,8 +166,15 @@ VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:purple", "equivalent": "
                    "undetermined": "tab:gray"}
 
 
-INTERVALS_SAID = ("dot: mean of the paired differences; thin line: its 95 % interval; thick: its 90 % interval "
-                  "(equivalence at 5 % needs it inside the margin); hollow and dashed: an interim look")
+def intervals_said(rows: list, holm: bool = False) -> str:
+    """The forest plots' caption: what each mark is, with the interim style and the Holm rule only where they apply."""
+    said = ("dot: mean of the paired differences; thin line: its 95 % interval; thick: its 90 % interval (TOST at 5 % "
+            "calls equivalent when it lies inside the margin")
+    said += ("; where Holm adjusts two or more primary contrasts, the stricter test needs the 95 % one inside)"
+             if holm else ")")
+    if any(r["interim"] for r in rows):
+        said += "; hollow and dashed: an interim look"
+    return "\n".join(textwrap.wrap(said, 90))
 
 
 def draw_interval(ax, c: dict, y: float, colour, bold: bool = True) -> None:
@@ -195,7 +202,8 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
                                        + (f", interim ({c['interim_why']})" if c["interim"] else ""), 40))
               for c in contrasts]
     ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
-    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + "\n".join(textwrap.wrap(INTERVALS_SAID, 90)),
+    holm = sum(c["primary"] for c in contrasts) > 1
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + intervals_said(contrasts, holm),
            title=title)
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)  # above the rows, over none
     ax.set_title(title, pad=28)
@@ -314,7 +322,7 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
     ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
         ax.plot([], [], "o-", color=colour, label=f"{tokens} tokens (ticks: that study's ±{margins[tokens]:g} margin)")
-    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + "\n".join(textwrap.wrap(INTERVALS_SAID, 90)))
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + intervals_said(rows, holm=True))
     ax.set_title(title, pad=28)
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=2)
     ax.grid(True, axis="x", alpha=0.3)
