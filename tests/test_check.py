@@ -797,3 +797,13 @@ def test_the_answer_key_answers_every_exercise_and_stays_out_of_the_student_copi
         assert answered == [str(e.number) for e in check.for_tutorial(number)], number
     written = write_assignments(ROOT / "tutorials", tmp_path)
     assert all(path.suffix == ".ipynb" for path in written) and not list(tmp_path.glob("*.md"))
+
+
+def test_a_call_that_never_ends_is_stopped_with_words(monkeypatch):
+    from minicastling.check import core
+
+    exercise = check.EXERCISES["seeds_for_power"]
+    with pytest.raises(core.CheckFailed, match="ran for over 1 s.*never met"):
+        with core.time_limit(exercise, {"sd": 1.0, "difference": 1.0}, seconds=1):
+            while True:  # a search whose power never reaches 80 %
+                pass

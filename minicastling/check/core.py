@@ -6,7 +6,10 @@ registered with @exercise; a pass prints one line, a failure raises CheckFailed,
 whole story (notebooks show it without a traceback).
 """
 
+import contextlib
 import math
+import signal
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +88,34 @@ def describe(case: dict) -> str:
     return ", ".join(parts)
 
 
+SECONDS_PER_CALL = 120  # far beyond what any exercise's answer needs on a laptop CPU
+
+
+@contextlib.contextmanager
+def time_limit(ex: Exercise, case: dict, seconds: int = SECONDS_PER_CALL):
+    """Stop a call that runs for minutes (a loop that never ends, say) with words instead of a hung cell.
+
+    Uses SIGALRM, so only in the main thread of a Unix process (a notebook's kernel is one); elsewhere the
+    call simply runs.
+    """
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise CheckFailed(f"{ex.label}: your function ran for over {seconds} s on {describe(case)} and was "
+                          "stopped. Look for a loop whose condition is never met (in a search for a count, "
+                          "does the quantity you test ever reach its target?).")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def call(ex: Exercise, fn, case: dict):
     """fn(**case), with everything that can go wrong on the way said in words."""
     if not callable(fn):
@@ -92,7 +123,8 @@ def call(ex: Exercise, fn, case: dict):
                           f"got a {type(fn).__name__}")
     originals = {k: v.detach().clone() for k, v in case.items() if isinstance(v, torch.Tensor)}
     try:
-        out = fn(**case)
+        with time_limit(ex, case):
+            out = fn(**case)
     except NotImplementedError:
         raise CheckFailed(f"{ex.label} is not written yet: replace the `raise NotImplementedError` line "
                           f"with your code, run that cell, then this one.\nHint: {ex.hint}") from None

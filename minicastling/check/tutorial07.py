@@ -10,7 +10,7 @@ import torch
 from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
 
 
-@exercise("07", 1, "warm-up", "section 7 (\"Why linear-angular weights cannot be sharp\") found the largest share "
+@exercise("07", 1, "warm-up", "section 7 (\"Why kernel-form linear-angular weights cannot be sharp\") found the largest share "
                               "one key can take; now the smallest. Every numerator "
                               "½ + q̂·k̂/π lies between ½ − 1/π and ½ + 1/π: for one key's share to be as small as it "
                               "can be, where should its own numerator sit, and where the other N − 1?")

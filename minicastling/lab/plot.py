@@ -252,6 +252,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
                             color=colour, alpha=0.15)
         if any(alpha):  # an arm with a branch: its schedule, dotted
             twin.plot(range(1, len(alpha) + 1), alpha, color=colour, linestyle=":")
+    axes[2].set_ylim(bottom=0)  # the share from 0, like α on the right: neither axis flatters the other
     twin.set(ylim=(0, 1.05))
     twin.set_ylabel("α at the end of the epoch (dotted)", labelpad=2)
     for ax in axes:
