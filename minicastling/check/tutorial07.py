@@ -111,26 +111,24 @@ def seeds_reference(sd: float, difference: float) -> int:
     return seeds_needed(sd, difference, minimum=2)
 
 
-def _power(n: int, sd: float, difference: float) -> float:
-    """The power of a two-sided paired t-test at 5 % with n pairs, from the noncentral t."""
-    from scipy import stats
-
-    critical, shift = stats.t.ppf(0.975, n - 1), difference * math.sqrt(n) / sd
-    return stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift)
-
-
 def _on_the_line(got, expected: int, sd: float, difference: float, tolerance: float = 0.005) -> bool:
     """One seed off where the power sits within `tolerance` of 80 % at the boundary: a simulation of the power
     (thousands of draws) cannot tell those two counts apart, and is right to within its noise."""
     if not isinstance(got, numbers.Integral) or isinstance(got, bool) or abs(got - expected) != 1:
         return False
+    from scipy import stats
+
+    from ..lab.stats import paired_power
+
     boundary = min(got, expected)  # the count whose power decides: just under 80 %, or just over
-    return abs(_power(boundary, sd, difference) - 0.8) < tolerance
+    return abs(paired_power(boundary, sd, difference, stats.t.ppf(0.975, boundary - 1)) - 0.8) < tolerance
 
 
 def _shortcuts(sd: float, difference: float) -> dict:
     """What the usual shortcuts answer, each named as a student would recognise it: {name: seeds}."""
     from scipy import stats
+
+    from ..lab.stats import paired_power
 
     z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
     normal = max(2, math.ceil((z * sd / difference) ** 2))
@@ -146,11 +144,9 @@ def _shortcuts(sd: float, difference: float) -> dict:
 
     def fewest(critical, df):  # the noncentral t's answer for a given critical value and degrees of freedom
         n = 2
-        while True:
-            c, shift = critical(n), difference * math.sqrt(n) / sd
-            if stats.nct.sf(c, df(n), shift) + stats.nct.cdf(-c, df(n), shift) >= 0.8:
-                return n
+        while paired_power(n, sd, difference, critical(n), df(n)) < 0.8:
             n += 1
+        return n
 
     answers["a one-sided test at 5 % (t_0.95): the question asks for a two-sided one, t_0.975"] = fewest(
         lambda n: stats.t.ppf(0.95, n - 1), lambda n: n - 1)

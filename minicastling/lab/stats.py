@@ -33,6 +33,15 @@ def welch_interval(a, b, confidence: float = 0.95) -> tuple:
     return statistics.mean(a) - statistics.mean(b), (float(interval.low), float(interval.high))
 
 
+def paired_power(n: int, sd: float, difference: float, critical: float, df: int | None = None) -> float:
+    """P(|T| > critical) for T ~ t(df, noncentrality difference·√n / sd): the power of a two-sided paired
+    t-test of n pairs (df = n − 1 unless given) whose rejection line is `critical`."""
+    df = n - 1 if df is None else df
+    noncentrality = difference * math.sqrt(n) / sd
+    wrong_side = stats.nct.cdf(-critical, df, noncentrality)  # tiny; scipy can return NaN for it far out
+    return float(stats.nct.sf(critical, df, noncentrality) + (wrong_side if math.isfinite(wrong_side) else 0.0))
+
+
 def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest true mean difference a two-sided paired t-test of n pairs detects with `power`.
 
@@ -43,12 +52,10 @@ def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power:
         raise ValueError(f"a paired test needs at least 2 pairs, got {n}")
     if sd == 0:
         return 0.0
-    df, critical = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+    critical = stats.t.ppf(1 - alpha / 2, n - 1)
 
     def shortfall(delta):
-        noncentrality = delta * math.sqrt(n) / sd
-        wrong_side = stats.nct.cdf(-critical, df, noncentrality)  # tiny; scipy can return NaN for it far out
-        return stats.nct.sf(critical, df, noncentrality) + (wrong_side if math.isfinite(wrong_side) else 0.0) - power
+        return paired_power(n, sd, delta, critical) - power
 
     high = (critical + 1.0) * sd / math.sqrt(n)  # shortfall(high) < 0 at power 0.5; double until above power
     while shortfall(high) < 0:
