@@ -353,6 +353,12 @@ STEP_MODEL = dict(image_size=28, channels=1, num_classes=10)  # the cpu preset o
 STEP_PATCHES = {49: 4, 196: 2}
 
 
+def step_model(tokens: int, attention: str = "castling") -> ViT:
+    """The model whose training step `training_steps` times at `tokens` (49 or 196), freshly built as it builds it."""
+    torch.manual_seed(0)
+    return ViT(get_config("cpu", **STEP_MODEL, patch_size=STEP_PATCHES[tokens]).replace(attention=attention))
+
+
 def training_steps(tokens=(49, 196), batch=128, rounds=8, threads=1, device=torch.device("cpu")) -> list:
     """A training step of the cpu preset's model on Fashion-MNIST-shaped images (forward, backward, AdamW)
     with the softmax branch on (α = 1), with it off (α = 0) and of the softmax twin, taking turns, on
@@ -364,14 +370,12 @@ def training_steps(tokens=(49, 196), batch=128, rounds=8, threads=1, device=torc
     rows = []
     with _threads(threads):
         for n in tokens:
-            config = get_config("cpu", **STEP_MODEL, patch_size=STEP_PATCHES[n])
             images = torch.randn(batch, 1, 28, 28, device=device)
             labels = torch.randint(0, 10, (batch,), device=device)
             calls = {}
             for name, attention, alpha in (("branch on", "castling", 1.0), ("branch off", "castling", 0.0),
                                            ("twin", "softmax", 0.0)):
-                torch.manual_seed(0)
-                model = ViT(config.replace(attention=attention)).to(device).train()
+                model = step_model(n, attention).to(device).train()
                 set_alpha(model, alpha)
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
