@@ -342,9 +342,13 @@ WRONG = {
     "smallest_weight_bound": [
         ("def smallest_weight_bound(tokens):\n    return (0.5 - 1 / math.pi) / (0.5 + 1 / math.pi)", "For one token it must be 1"),
         ("def smallest_weight_bound(tokens):\n    high, low = 0.5 + 1 / math.pi, 0.5 - 1 / math.pi\n"
-         "    return tokens * high / (high + (tokens - 1) * low)", "the answer is"),
+         "    return tokens * high / (high + (tokens - 1) * low)", "largest weight's bound"),
+        ("def smallest_weight_bound(tokens):\n    high, low = 0.5 + 1 / math.pi, 0.5 - 1 / math.pi\n"
+         "    return low / (low + (tokens - 1) * high)", "w_min itself"),
     ],
     "paired_interval": [
+        ("def paired_interval(a, b):\n    d = statistics.mean(a) - statistics.mean(b)\n    return d, (d - 1, d + 1)",
+         "the interval's lower end"),
         ("def paired_interval(a, b):\n    from scipy import stats\n"
          "    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)\n"
          "    return statistics.mean(a) - statistics.mean(b), (ci.low, ci.high)", "unpaired (Welch)"),
@@ -449,7 +453,9 @@ WRONG = {
 }
 RIGHT = {
     "most_kept": ["def most_kept(threshold):\n    from fractions import Fraction\n    m = 0\n"
-                  "    while (m + 1) * Fraction(threshold) < 1:\n        m += 1\n    return m"],
+                  "    while (m + 1) * Fraction(threshold) < 1:\n        m += 1\n    return m",
+                  "def most_kept(threshold):\n    import torch\n    from fractions import Fraction\n"
+                  "    return torch.tensor(math.ceil(1 / Fraction(threshold)) - 1)"],
     "equivalence_p": ["def equivalence_p(differences, margin):\n    import numpy as np\n    from scipy import stats\n"
                       "    d = np.asarray(differences)\n    se = d.std(ddof=1) / np.sqrt(len(d))\n"
                       "    lower = stats.t.sf((d.mean() + margin) / se, len(d) - 1)\n"

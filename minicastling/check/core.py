@@ -358,15 +358,16 @@ FLOAT32 = 1e-4  # float32 holds accuracies near 86 points to about 1e-5 each; ev
 
 
 def same_number(ex: Exercise, got, expected: float, case: dict, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
-                explain: str = "") -> None:
-    """A function that returns one number: a Python number (or a one-element tensor) close to expected."""
+                explain: str = "", what: str = "the answer") -> None:
+    """A function that returns one number: a Python number (or a one-element tensor) close to expected.
+    `what` names the number in the message ("the interval's lower end", say)."""
     if (isinstance(got, torch.Tensor) and got.numel() == 1) or type(got).__module__ == "numpy":
         got = got.item()  # a one-element tensor, or a numpy scalar such as np.float32
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise CheckFailed(f"{ex.label}: return a number; got a {type(got).__name__} for {describe(case)}.")
     if not math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol):
         digits = next(d for d in range(6, 18) if f"{got:.{d}g}" != f"{expected:.{d}g}" or d == 17)
-        raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected:.{digits}g}; yours is "
+        raise CheckFailed(f"{ex.label}: for {describe(case)} {what} is {expected:.{digits}g}; yours is "
                           f"{got:.{digits}g}." + (f" {explain}" if explain else ""))
 
 
@@ -422,9 +423,10 @@ def interval_answer(ex: Exercise, got, case: dict) -> tuple:
 
 
 def known_mistake(got: tuple, mistakes: dict) -> str:
-    """The explanation of the first wrong interval in `mistakes` ({explanation: (low, high)}) that `got` matches,
-    or an empty string when it matches none (to 0.1 %, so that 1.96 matches z_0.975): feedback that names the slip a student made."""
-    for explanation, (low, high) in mistakes.items():
-        if all(math.isclose(mine, theirs, rel_tol=1e-3, abs_tol=1e-6) for mine, theirs in zip(got, (low, high))):
+    """The explanation of the first wrong answer in `mistakes` ({explanation: numbers}, an interval's (low, high) or
+    a single (value,)) that `got` matches, or an empty string when it matches none (to 0.1 %, so that 1.96 matches
+    z_0.975): feedback that names the slip a student made."""
+    for explanation, theirs in mistakes.items():
+        if len(got) == len(theirs) and all(math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6) for a, b in zip(got, theirs)):
             return explanation
     return ""

@@ -20,9 +20,23 @@ def smallest_weight_bound(ex: Exercise, fn) -> None:
     for tokens in (1, 2, 36, 49, 64, 1000):
         expected = tokens * low / (low + (tokens - 1) * high)
         case = {"tokens": tokens}
-        same_number(ex, call(ex, fn, case), expected, case, rel_tol=1e-6,  # float32 arithmetic passes
-                    explain="For one token it must be 1; as N grows it falls towards (½ − 1/π)/(½ + 1/π) from above.")
+        got = call(ex, fn, case)
+        explain = "For one token it must be 1; as N grows it falls towards (½ − 1/π)/(½ + 1/π) from above."
+        if isinstance(got, numbers.Real):
+            explain = known_mistake((float(got),), _weight_mistakes(tokens, low, high)) or explain
+        same_number(ex, got, expected, case, rel_tol=1e-6, explain=explain)  # float32 arithmetic passes
     passed(ex, "six token counts from 1 to 1,000 match the mirror image of minicastling.similarity.largest_weight_bound.")
+
+
+def _weight_mistakes(tokens: int, low: float, high: float) -> dict:
+    """The values the usual slips give for N × w_min, each with what to do instead."""
+    smallest = low / (low + (tokens - 1) * high)
+    return {
+        "That is w_min itself, the smallest weight: the function returns N × w_min, the weight measured "
+        "against the even weight 1/N (multiply by the number of tokens).": (smallest,),
+        "That is the largest weight's bound, N × w_max (section 7's): for the smallest, the key's own "
+        "numerator sits at ½ − 1/π and the other N − 1 at ½ + 1/π.": (tokens * high / (high + (tokens - 1) * low),),
+    }
 
 
 def _paired_lists(seed: int) -> list:
@@ -57,8 +71,9 @@ def paired_interval(ex: Exercise, fn) -> None:
         elif got_high - got_low < high - low - 1e-9:
             width += (" Too narrow: divide the variance by n − 1, and use the t quantile for n − 1 degrees of "
                       "freedom (wider than 1.96 for few seeds).")
-        for mine, theirs in zip((got_low, got_high), (low, high)):
-            same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=width)
+        for end, mine, theirs in zip(("lower", "upper"), (got_low, got_high), (low, high)):
+            same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, what=f"the interval's {end} end",
+                        explain=width)
     passed(ex, "4 pairs of arms (3 to 12 seeds) match minicastling.lab.stats.paired_difference.")
 
 

@@ -194,10 +194,13 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     contrasts = list(reversed([c for c in study["contrasts"] if c["part"] in parts]))
     margin = study["design"]["margin"]
     fig, ax = plt.subplots(figsize=(11, 0.62 * len(contrasts) + 2.2))
-    ax.axvspan(-margin, margin, color="tab:olive", alpha=0.12, label=f"±{margin:g} point: the equivalence margin")
+    ax.axvspan(-margin, margin, color="0.85", alpha=0.6, label=f"±{margin:g} point: the equivalence margin")
     ax.axvline(0, color="black", linewidth=1)
     for row, c in enumerate(contrasts):
         draw_interval(ax, c, row, VERDICT_COLOURS[c["verdict"]], c["primary"])
+    for verdict in VERDICT_COLOURS:  # the colour key: one entry for each verdict the plot shows
+        if any(c["verdict"] == verdict for c in contrasts):
+            ax.plot([], [], "o-", color=VERDICT_COLOURS[verdict], linewidth=3, label=f"verdict: {verdict}")
     labels = ["\n".join(textwrap.wrap(f"{'PRIMARY: ' if c['primary'] else ''}{c['name']} (n={c['n']}): {c['verdict']}"
                                        + (f", interim ({c['interim_why']})" if c["interim"] else ""), 40))
               for c in contrasts]
@@ -205,8 +208,8 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     holm = sum(c["primary"] for c in contrasts) > 1
     ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + intervals_said(contrasts, holm),
            title=title)
-    ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)  # above the rows, over none
-    ax.set_title(title, pad=28)
+    ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=3)  # above the rows
+    ax.set_title(title, pad=48)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -254,7 +257,8 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
             twin.plot(range(1, len(alpha) + 1), alpha, color=colour, linestyle=":")
     axes[2].set_ylim(bottom=0)  # the share from 0, like α on the right: neither axis flatters the other
     twin.set(ylim=(0, 1.05))
-    twin.set_ylabel("α at the end of the epoch (dotted)", labelpad=2)
+    twin.set_ylabel("α at the end of the epoch (dotted lines)", labelpad=2, color="0.35")
+    twin.tick_params(axis="y", colors="0.35")  # grey: the right axis is α's, the left the share's
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
