@@ -2,8 +2,8 @@
 
 What the course measures of a model: MACs before and after castling (the abstract compares models
 "under comparable FLOPs"), how far the weights it attends with are from uniform, and, while training,
-the softmax branch's mask density and its share of the attention output. Training logs these every
-epoch; tutorials 05–07 plot them.
+the softmax branch's mask density and its share of the attention output; and its test accuracy. Training logs
+these every epoch (epoch_tests) and at its end; tutorials 05–07 plot them.
 """
 
 import contextlib
@@ -15,6 +15,7 @@ from torch import nn
 
 from .attention import SoftmaxAttention, attention_weights
 from .castling import CastlingAttention, castled_copy, set_alpha
+from .extras import distributed
 from .model import ViT
 
 
@@ -149,11 +150,12 @@ def castled_measures(model: ViT, images: torch.Tensor, alpha0: float) -> dict:
     """What a finished run reports of its trained `model` (α already 0, not yet castled): MACs per image with the
     softmax branch on at α₀, as while training (the same as castled where there is no branch), and castled; and
     how sharp its attention is on `images`."""
+    sharpness = attention_sharpness(model, images)
     with_branch = copy.deepcopy(model).cpu()
     set_alpha(with_branch, alpha0)
     before, after = count_macs(with_branch), count_macs(castled_copy(model).cpu())
     return {"macs_before_castling": before, "macs_after_castling": after, "mac_reduction": before / after,
-            "attention_sharpness": attention_sharpness(model, images)}
+            "attention_sharpness": sharpness}
 
 
 def row_sharpness(weights: torch.Tensor) -> tuple:
@@ -184,3 +186,35 @@ def attention_sharpness(model: nn.Module, images: torch.Tensor) -> dict:
         return {"max_weight_x_n": None, "entropy_ratio": None}
     return {"max_weight_x_n": sum(v[0] for v in values) / len(values),
             "entropy_ratio": sum(v[1] for v in values) / len(values)}
+
+
+@torch.no_grad()
+def evaluate(model, split: list, precision, process=distributed.Process()) -> float:
+    """Top-1 accuracy (%) over a split's batches [(images, labels), …], each process holding its share of each
+    batch, under the precision's autocast (extras/precision.py). The model is in eval mode for it and back in the
+    mode it was in after it."""
+    correct = torch.zeros((), device=split[0][1].device)
+    images_seen = torch.zeros((), device=split[0][1].device)
+    with evaluating(model):
+        for images, labels in split:
+            with precision.autocast():
+                correct += (model(images).argmax(dim=-1) == labels).sum()
+            images_seen += len(labels)
+    return 100.0 * process.sum(correct).item() / process.sum(images_seen).item()
+
+
+def epoch_tests(run, alpha: float, tested: bool) -> dict:
+    """The end of an epoch's measurements of a training run (train.Run), at α's end-of-epoch value `alpha`, which
+    it sets and leaves set: test accuracy; with α forced to 0 for a moment (how much the model leans on the
+    softmax branch; once α is 0 the same); the mask's density and the branch's share of the attention output
+    on the probe batch. None where they do not apply."""
+    run.set_alpha(alpha)
+    branch = run.recipe.fades_a_branch
+    test_acc = evaluate(run.evaluated, run.epoch_test, run.precision, run.process) if tested else None
+    without = test_acc if tested and branch and alpha == 0.0 else None
+    if tested and branch and alpha != 0.0:
+        run.set_alpha(0.0)
+        without = evaluate(run.evaluated, run.epoch_test, run.precision, run.process)
+        run.set_alpha(alpha)
+    density, share = branch_use(run.model, run.probe) if branch else (None, None)
+    return {"test_acc": test_acc, "test_acc_without_branch": without, "mask_density": density, "branch_share": share}

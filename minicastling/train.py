@@ -4,10 +4,12 @@ Castling-ViT's recipe made explicit: train with the auxiliary softmax branch wei
 α reaches 0 before the end, then castle() and evaluate the O(N) model. Checkpoints are written
 atomically every epoch and a run resumes where it stopped, ending exactly where an uninterrupted
 run with the same seed ends. The precision fits the device (precision.py); the gpu recipe adds the
-ingredients small ViTs need on small data (augment.py, stochastic depth, ema.py); under torchrun
-each process trains on its share of every batch (distributed.py). Introduced in tutorial 06.
+ingredients small ViTs need on small data (augment.py, stochastic depth, the weight average below); under
+torchrun each process trains on its share of every batch (distributed.py). What a run measures of its model
+(accuracy, the branch's use, MACs) is measure.py's. Introduced in tutorial 06.
 """
 
+import copy
 import dataclasses
 import json
 import math
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .castling import build_fast_path, castle, paths_run, set_alpha
@@ -26,10 +29,9 @@ from .extras.augment import mix
 from .extras.files import InputError, atomic_write, save_json, shown
 from .extras.precision import Precision, training_precision
 from .extras.runtime import describe
-from .measure import branch_use, castled_measures, count_parameters
+from .measure import castled_measures, count_parameters, epoch_tests, evaluate
 from .model import ViT
 from .presets import Recipe
-from .weight_average import WeightAverage
 
 
 def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -53,24 +55,6 @@ def training_step(model, optimizer, precision: Precision, images, targets, label
     return loss.detach(), logits.detach()
 
 
-@torch.no_grad()
-def evaluate(model, split: list, precision: Precision, process=distributed.Process()) -> float:
-    """Top-1 accuracy (%) over a split's batches [(images, labels), …], each process holding its share of each
-    batch. The model is in eval mode for it and back in the mode it was in after it."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), device=split[0][1].device)
-    images_seen = torch.zeros((), device=split[0][1].device)
-    try:
-        for images, labels in split:
-            with precision.autocast():
-                correct += (model(images).argmax(dim=-1) == labels).sum()
-            images_seen += len(labels)
-    finally:
-        model.train(was_training)
-    return 100.0 * process.sum(correct).item() / process.sum(images_seen).item()
-
-
 def decay_groups(model, weight_decay: float):
     """AdamW's parameter groups: weight decay on matrices and conv kernels only, not on norms, biases or
     positions (tutorial 06 writes them out)."""
@@ -78,6 +62,50 @@ def decay_groups(model, weight_decay: float):
     for p in model.parameters():
         (decay if p.dim() >= 2 and p is not model.pos else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, the optional last ingredient of the gpu recipe:
+    update() after each step, `.model` to evaluate or castle.
+
+    After the t-th optimizer step: w̄ ← d_t · w̄ + (1 − d_t) · w with d_t = min(decay, (1 + t)/(10 + t)),
+    the warm-up of the decay that TensorFlow's and timm's weight averages use: early on the average follows
+    the weights closely, so that a short run's average is not dominated by the random initial weights
+    (with a fixed decay of 0.995, 300 steps would leave them a share of 0.995³⁰⁰ ≈ 22 %). The average often
+    generalises better than the last weights; the run then evaluates, castles and saves the average. Buffers (BatchNorm's
+    running statistics) are copied, not averaged; castling's α is set on the average by the training loop, with the
+    model's, so that the average fades its softmax branch exactly when the trained model does.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the weight average's decay must be in (0, 1), e.g. 0.999; got {decay!r}")
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        """d_t for the next update: min(decay, (1 + t)/(10 + t))."""
+        t = self.updates + 1
+        return min(self.decay, (1 + t) / (10 + t))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
+        self.updates += 1
+        averaged = dict(self.model.named_parameters())
+        for name, weight in model.named_parameters():
+            averaged[name].lerp_(weight.detach(), 1.0 - decay)
+        own_buffers = dict(self.model.named_buffers())
+        for name, buffer in model.named_buffers():
+            own_buffers[name].copy_(buffer)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
 
 
 @dataclasses.dataclass
@@ -125,16 +153,11 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         say = _silent
     description = describe(device)
     say(description)
-    precision = training_precision(device, recipe.precision)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, progress=progress and process.main)
     say(f"dataset: {dataset}")
     config = recipe.model.replace(image_size=dataset.image_size, channels=dataset.channels,
                                   num_classes=dataset.num_classes)
-    if device.type == "cuda":
-        from .memory import check_fits
-
-        say(check_fits(config, recipe.batch_size // process.world_size, device, precision.name))
     torch.manual_seed(recipe.seed)  # the initial weights depend on the seed alone (all devices)
     model = ViT(config).to(device)
     built, paths = build_fast_path(model, device), paths_run(model, device)
@@ -144,6 +167,11 @@ def prepare(recipe: Recipe, out: Path, dataset, device, restart: bool, progress:
         paths = ["readable (compiled)" if path == "library" else path for path in paths]
     optimizer = torch.optim.AdamW(decay_groups(model, recipe.weight_decay), lr=recipe.lr)
     average = WeightAverage(model, recipe.ema) if recipe.ema else None
+    precision = training_precision(device, recipe.precision)
+    if device.type == "cuda":
+        from .memory import check_fits
+
+        say(check_fits(config, recipe.batch_size // process.world_size, device, precision.name))
     train_data = DeviceData(dataset.x_train[: recipe.train_images], dataset.y_train[: recipe.train_images], device)
     test_data = DeviceData(dataset.x_test, dataset.y_test, device, train_data.mean, train_data.std)
     test = test_data.split(1000, shard=process)
@@ -244,29 +272,13 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
             run.average.update(run.model)
         loss_sum += loss
         correct += (logits.argmax(-1) == labels).sum()
-    alpha = run.schedule((epoch + 1) / recipe.epochs)
-    run.set_alpha(alpha)
+    alpha = run.schedule((epoch + 1) / recipe.epochs)  # epoch_tests sets it: the model ends the epoch with it
     row = {"epoch": epoch + 1,
            "train_loss": run.process.sum(loss_sum).item() / run.process.world_size / run.steps_per_epoch,
            "train_acc": 100.0 * run.process.sum(correct).item() / (run.steps_per_epoch * recipe.batch_size),
            "alpha_end_of_epoch": alpha, **epoch_tests(run, alpha, recipe.test_every_epoch or epoch + 1 == recipe.epochs),
            "lr_end_of_epoch": run.optimizer.param_groups[0]["lr"]}
     return {**row, "seconds": time.perf_counter() - started}
-
-
-def epoch_tests(run: Run, alpha: float, tested: bool) -> dict:
-    """The end of an epoch's measurements: test accuracy; with α forced to 0 for a moment (how much the model
-    leans on the softmax branch; once α is 0 the same); the mask's density and the branch's share of the
-    attention output on the probe batch. None where they do not apply."""
-    branch = run.recipe.fades_a_branch
-    test_acc = evaluate(run.evaluated, run.epoch_test, run.precision, run.process) if tested else None
-    without = test_acc if tested and branch and alpha == 0.0 else None
-    if tested and branch and alpha != 0.0:
-        run.set_alpha(0.0)
-        without = evaluate(run.evaluated, run.epoch_test, run.precision, run.process)
-        run.set_alpha(alpha)
-    density, share = branch_use(run.model, run.probe) if branch else (None, None)
-    return {"test_acc": test_acc, "test_acc_without_branch": without, "mask_density": density, "branch_share": share}
 
 
 def train(recipe: Recipe, out: str | Path, dataset: ImageDataset | str = "auto", device: str = "auto",

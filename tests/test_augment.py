@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minicastling.extras.augment import OPERATIONS, apply_operation, mix, trivial_augment
-from minicastling.weight_average import WeightAverage
+from minicastling.train import WeightAverage
 from minicastling.model import DropPath, ViT
 from minicastling.presets import get_config
 

@@ -4,7 +4,7 @@ What the strong small-data ViT recipes share (CCT, SL-ViT; see the README): a Tr
 image operation per image, mixup and cutmix of pairs of images and their labels. No torchvision and
 no loader processes: every operation below is a handful of tensor operations on a (B, C, H, W) float
 batch in [0, 1], with its randomness drawn from a torch.Generator so that a seed repeats a run.
-Crops and flips live in data.py, stochastic depth in model.py, the weight average in ema.py.
+Crops and flips live in datasets/batches.py, stochastic depth in model.py, the weight average in train.py.
 """
 
 import math
