@@ -236,6 +236,8 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
     without a branch has no share and nothing to force to 0."""
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.6 * len(CURVES), 4.2))
     twin = axes[2].twinx()
+    subset = study["design"]["recipes"].get(dataset, {}).get("epoch_test_images")  # curves on the first images only
+    tested_on = f"\n(on the first {subset:,} test images)" if subset else ""
     for colour, arm in zip(("tab:red", "tab:gray", "tab:orange", "tab:blue", "tab:green"), arms):
         curves = study["runs"][dataset][arm]["curves"]
         alpha = curves[0]["alpha_end_of_epoch"]
@@ -244,7 +246,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
             epochs = [e + 1 for e, v in enumerate(series[0]) if v is not None]
             if values_of is _lost_without_branch and not any(alpha):
                 epochs = []  # without a branch, forcing α to 0 changes nothing: no line at 0 to mistake for a result
-            ax.set(xlabel="epoch", ylabel=label, title=panel)
+            ax.set(xlabel="epoch", ylabel=label, title=panel + (tested_on if ax in (axes[0], axes[3]) else ""))
             if not epochs:
                 continue
             values = [[seed[e - 1] for seed in series] for e in epochs]
