@@ -187,6 +187,13 @@ def draw_interval(ax, c: dict, y: float, colour, bold: bool = True) -> None:
             markerfacecolor="white" if c["interim"] else colour, markeredgewidth=1.5)
 
 
+def _holm_in_part(c: dict) -> str:
+    """An exploratory contrast's Holm p within its part, beside a verdict read at its own 5 %."""
+    if c["primary"] or c.get("p_value_holm_in_part") is None:
+        return ""
+    return f" at its own 5 % (Holm p in its part {c['p_value_holm_in_part']:.3f})"
+
+
 def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
                    parts=("primary", "secondary", "diagnostic")):
     """The contrasts of a study's `parts` (lab/study.py) as dots with their paired 95 % intervals, grouped by
@@ -202,7 +209,8 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
         if any(c["verdict"] == verdict for c in contrasts):
             ax.plot([], [], "o-", color=VERDICT_COLOURS[verdict], linewidth=3, label=f"verdict: {verdict}")
     labels = ["\n".join(textwrap.wrap(f"{'PRIMARY: ' if c['primary'] else ''}{c['name']} (n={c['n']}): {c['verdict']}"
-                                       + (f", interim ({c['interim_why']})" if c["interim"] else ""), 40))
+                                       + (f", interim ({c['interim_why']})" if c["interim"] else "")
+                                       + _holm_in_part(c), 40))
               for c in contrasts]
     ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
     holm = sum(c["primary"] for c in contrasts) > 1
@@ -279,7 +287,7 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: ac
     levels = sorted((d for d in study["runs"] if d.startswith("same-different")), key=lambda d: float(d.split()[-1]))
     noise = [float(d.split()[-1]) for d in levels]
     step = (max(noise) - min(noise)) / 40 if len(noise) > 1 else 0.001  # arms side by side at a level
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     colours = {"softmax twin": TWIN, "castling, kernel form": CASTLING, "branch off, kernel form": "tab:green",
                "linear-angular alone, kernel form": "tab:orange"}
     for i, arm in enumerate(arms):
