@@ -69,8 +69,9 @@ def paired_interval(ex: Exercise, fn) -> None:
         if mistake:
             width += " " + mistake
         elif got_high - got_low < high - low - 1e-9:
-            width += (" Too narrow: divide the variance by n − 1, and use the t quantile for n − 1 degrees of "
-                      "freedom (wider than 1.96 for few seeds).")
+            width += (" Too narrow for a t-interval: divide the variance by n − 1, and use the t quantile for n − 1 "
+                      "degrees of freedom (wider than 1.96 for few seeds); a bootstrap interval is also narrower "
+                      "than the t-interval with few seeds.")
         for end, mine, theirs in zip(("lower", "upper"), (got_low, got_high), (low, high)):
             same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, what=f"the interval's {end} end",
                         explain=width)
@@ -88,8 +89,9 @@ def _paired_mistakes(case: dict, difference: float) -> dict:
     t, z = stats.t.ppf(0.975, n - 1), stats.norm.ppf(0.975)
     sample, population = statistics.stdev(d) / math.sqrt(n), statistics.pstdev(d) / math.sqrt(n)
     return {
-        "That is the unpaired (Welch) interval: it ignores that each seed's luck is shared, and is wider than it "
-        "needs to be. Take the differences first.": welch_interval(case["a"], case["b"])[1],
+        "That is the unpaired (Welch) interval: it ignores the pairing. Take the per-seed differences first: their "
+        "interval is narrower where a seed's luck moves both arms together, wider where it moves them apart.":
+            welch_interval(case["a"], case["b"])[1],
         f"That is the normal quantile z = {z:.2f}: with {n} seeds, (mean − true difference) / (s/√n) follows "
         f"Student's t with {n - 1} degrees of freedom, whose quantile is {t:.2f}: scipy.stats.t.ppf(0.975, n - 1).":
             (difference - z * sample, difference + z * sample),
@@ -187,7 +189,7 @@ def seeds_for_power(ex: Exercise, fn) -> None:
             used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got]
             verdict = (f"too few: with {got} pairs a true difference of {difference} is detected less than 80 % of "
                        "the time. " + (f"{got} is also what {', or '.join(used)} gives" if used else "") +
-                       ("; " if used else "") + "the power of a t-test when the difference is real comes from the "
+                       ("; t" if used else "T") + "he power of a t-test when the difference is real comes from the "
                        "noncentral t distribution, which the shortcuts only approximate (they undercount at small n).")
         else:
             verdict = "more than needed: the fewest that reach 80 % is asked for." if isinstance(got, numbers.Integral) \

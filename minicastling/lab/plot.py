@@ -191,7 +191,8 @@ def _holm_in_part(c: dict) -> str:
     """An exploratory contrast's Holm p within its part, beside a verdict read at its own 5 %."""
     if c["primary"] or c.get("p_value_holm_in_part") is None:
         return ""
-    return f" at its own 5 % (Holm p in its part {c['p_value_holm_in_part']:.3f})"
+    p = c["p_value_holm_in_part"]
+    return f" at its own 5 % (Holm p in its part {f'{p:.3f}' if p >= 0.001 else '< 0.001'})"
 
 
 def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
@@ -267,7 +268,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
             twin.plot(range(1, len(alpha) + 1), alpha, color=colour, linestyle=":")
     axes[2].set_ylim(bottom=0)  # the share from 0, like α on the right: neither axis flatters the other
     twin.set(ylim=(0, 1.05))
-    twin.set_ylabel("α at the end of the epoch (dotted lines)", labelpad=2, color="0.35")
+    twin.set_ylabel("α, end of epoch (dotted)", labelpad=2, color="0.35")
     twin.tick_params(axis="y", colors="0.35")  # grey: the right axis is α's, the left the share's
     for ax in axes:
         ax.grid(True, alpha=0.3)
@@ -300,7 +301,8 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: ac
                    color=colour, alpha=0.6)
     ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
-    ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])", ylabel="test accuracy after castling (%)",
+    ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])",
+           ylabel="final test accuracy (%; castled where\nthe arm has a branch)",
            title=title, xticks=noise)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, alpha=0.3)
