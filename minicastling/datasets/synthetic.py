@@ -120,7 +120,8 @@ def same_different(n_train: int = 10000, n_test: int = 2000, seed: int = 0, size
     The defaults (24 × 24: a 6 × 6 grid of 36 tokens; noise 0.18) were calibrated with the `cpu` model
     so that a few CPU minutes teach the softmax twin the task and leave linear-angular attention alone
     at chance: less noise lets near-uniform pooling pick up the relation, more keeps the twin from
-    learning it in time (README, "The diagnostic task").
+    learning it in time (README, "The diagnostic task"). The 49-token study runs it at noise 0.03, 0.04 and
+    0.06, where linear-angular alone learns much of it (tutorial 07, section 6).
     """
     if size % patch or size // patch < 4:
         raise ValueError(f"size={size} must be a multiple of patch={patch} giving a grid of at least 4 × 4 cells")

@@ -192,7 +192,7 @@ def _holm_in_part(c: dict) -> str:
     if c["primary"] or c.get("p_value_holm_in_part") is None:
         return ""
     p = c["p_value_holm_in_part"]
-    return f" at its own 5 % (Holm p in its part {f'{p:.3f}' if p >= 0.001 else '< 0.001'})"
+    return f" at its own 5 % (Holm p in its part {f'{p:.3f}' if p >= 0.001 else f'{p:.1e}'})"
 
 
 def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
@@ -280,7 +280,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
     return fig
 
 
-def plot_dose_response(study: dict, arms: list, title: str = "Same/different: accuracy against noise"):
+def plot_dose_response(study: dict, arms: list, title: str = "Same/different: final accuracy at three noise levels"):
     """Each arm's castled test accuracy at every noise level of the diagnostic task: every seed a dot
     (outcomes here are often all or nothing, which a mean ± interval would hide), each level's mean a bar;
     the levels are not joined, since the references do not order their difficulty; chance (the test split's
@@ -297,8 +297,9 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: ac
         colour = colours.get(arm)
         ax.scatter([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_", s=300,
                    color=colour, label=f"{arm} (bar: mean; dots: seeds)")
-        ax.scatter([x + shift for x, a in present for _ in a], [v for _, a in present for v in a], s=16,
-                   color=colour, alpha=0.6)
+        spread = [(k - (len(a) - 1) / 2) * step / 5 for x, a in present for k in range(len(a))]  # seeds side by side
+        ax.scatter([x + shift + d for (x, a), d in zip([(x, a) for x, a in present for _ in a], spread)],
+                   [v for _, a in present for v in a], s=16, color=colour, alpha=0.6)
     ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
     ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])",
