@@ -201,7 +201,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     part and coloured by verdict; the ±margin band is where two arms count as equivalent."""
     contrasts = list(reversed([c for c in study["contrasts"] if c["part"] in parts]))
     margin = study["design"]["margin"]
-    fig, ax = plt.subplots(figsize=(11, 0.62 * len(contrasts) + 2.2))
+    fig, ax = plt.subplots(figsize=(11, max(4.4, 0.62 * len(contrasts) + 2.2)))  # room for wrapped labels
     ax.axvspan(-margin, margin, color="0.85", alpha=0.6, label=f"±{margin:g} point: the equivalence margin")
     ax.axvline(0, color="black", linewidth=1)
     for row, c in enumerate(contrasts):
@@ -214,6 +214,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
                                        + _holm_in_part(c), 40))
               for c in contrasts]
     ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
+    ax.set_ylim(-0.7, len(contrasts) - 0.3)  # half a row of room above and below
     holm = sum(c["primary"] for c in contrasts) > 1
     ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + intervals_said(contrasts, holm),
            title=title)
