@@ -115,3 +115,8 @@ def test_sign_test_pairs_need_disagreeing_arms():
     assert sign_test_pairs(0.3, 0.05) < sign_test_pairs(0.2, 0.1)
     with pytest.raises(ValueError, match="must disagree"):
         sign_test_pairs(0.1, 0.1)
+
+
+def test_a_p_value_below_a_thousandth_keeps_its_digits():
+    assert stats.p_text(0.0468) == "0.047"
+    assert stats.p_text(1.3e-4) == "1.3e-04"  # not 0.000

@@ -357,12 +357,18 @@ def compare(ex: Exercise, fn, reference, cases, differentiable=(), rtol=1e-4, at
 FLOAT32 = 1e-4  # float32 holds accuracies near 86 points to about 1e-5 each; every slip the checkers name is 1e-2 or more off
 
 
+def plain_number(got):
+    """A one-element tensor or a numpy scalar (np.float32, say) as the Python number it holds; anything else as is."""
+    if (isinstance(got, torch.Tensor) and got.numel() == 1) or type(got).__module__ == "numpy":
+        return got.item()
+    return got
+
+
 def same_number(ex: Exercise, got, expected: float, case: dict, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
                 explain: str = "", what: str = "the answer") -> None:
     """A function that returns one number: a Python number (or a one-element tensor) close to expected.
     `what` names the number in the message ("the interval's lower end", say)."""
-    if (isinstance(got, torch.Tensor) and got.numel() == 1) or type(got).__module__ == "numpy":
-        got = got.item()  # a one-element tensor, or a numpy scalar such as np.float32
+    got = plain_number(got)
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise CheckFailed(f"{ex.label}: return a number; got a {type(got).__name__} for {describe(case)}.")
     if not math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol):

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import torch
 
-from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
+from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, plain_number, same_number
 
 
 def most_kept_reference(threshold: float) -> int:
@@ -25,9 +25,7 @@ def most_kept(ex: Exercise, fn) -> None:
     """The most weights of one softmax row that the mask [p > threshold] can keep, for 0 < threshold < 1."""
     for threshold in (0.3, 0.25, 0.2, 0.1, 0.02, 0.0051, 0.5, 0.125, 0.9):
         case = {"threshold": threshold}
-        expected, got = most_kept_reference(threshold), call(ex, fn, case)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:  # torch.tensor(3) is an answer of 3
-            got = got.item()
+        expected, got = most_kept_reference(threshold), plain_number(call(ex, fn, case))  # torch.tensor(3) is 3
         whole = isinstance(got, numbers.Integral) or (isinstance(got, numbers.Real) and float(got).is_integer())
         if whole and not isinstance(got, bool) and got == expected:  # 49, or 49.0 from numpy
             continue
@@ -105,6 +103,8 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
     welch_df = (v196 + v49) ** 2 / (v196 ** 2 / (len(d196) - 1) + v49 ** 2 / (len(d49) - 1))
     z, t_simple = stats.norm.ppf(0.975), stats.t.ppf(0.975, len(d196) + len(d49) - 2)
     pooled = stats.ttest_ind(d196, d49).confidence_interval(0.95)
+    welch = stats.ttest_ind(d196, d49, equal_var=False)
+    t_fewest = stats.t.ppf(0.975, min(len(d196), len(d49)) - 1)  # min(n₁, n₂) − 1 degrees of freedom
     return {  # the first that matches is named: with equal sizes the pooled interval is also the middle slip
         "That is the pooled-variance (Student) interval: one spread for both samples and n₁ + n₂ − 2 degrees of "
         "freedom, and these samples' spreads differ. Welch's interval keeps each sample's variance in the standard "
@@ -118,12 +118,11 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
         "differ.": (difference - t_simple * se, difference + t_simple * se),
         f"That takes the conservative min(n₁, n₂) − 1 = {min(len(d196), len(d49)) - 1} degrees of freedom: Welch's "
         f"interval takes the Welch–Satterthwaite ones (here {welch_df:.1f}).":
-            (difference - stats.t.ppf(0.975, min(len(d196), len(d49)) - 1) * se,
-             difference + stats.t.ppf(0.975, min(len(d196), len(d49)) - 1) * se),
+            (difference - t_fewest * se, difference + t_fewest * se),
         "That is Welch's 90 % interval: the question asks for 95 % (confidence_interval(0.95)).":
-            tuple(stats.ttest_ind(d196, d49, equal_var=False).confidence_interval(0.90)),
+            tuple(welch.confidence_interval(0.90)),
         "That is Welch's 99 % interval: the question asks for 95 % (confidence_interval(0.95)).":
-            tuple(stats.ttest_ind(d196, d49, equal_var=False).confidence_interval(0.99)),
+            tuple(welch.confidence_interval(0.99)),
         "Those variances divide by n: Welch's interval takes each sample's variance dividing by n − 1 "
         "(statistics.variance, or numpy's var(ddof=1)).": _welch_by_n(d49, d196, difference),
     }

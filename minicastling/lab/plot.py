@@ -9,7 +9,7 @@ import matplotlib.ticker
 
 from .bench import crossover
 from ..train import read_history
-from .stats import mean_interval
+from .stats import mean_interval, p_text
 
 # One colour per idea across the benchmark and the study figures: softmax (the twin and its SDPA call)
 # blue, castling (the castled module, its linear-angular kernel form, the study's reference) red.
@@ -191,8 +191,7 @@ def _holm_in_part(c: dict) -> str:
     """An exploratory contrast's Holm p within its part, beside a verdict read at its own 5 %."""
     if c["primary"] or c.get("p_value_holm_in_part") is None:
         return ""
-    p = c["p_value_holm_in_part"]
-    return f" at its own 5 % (Holm p in its part {f'{p:.3f}' if p >= 0.001 else f'{p:.1e}'})"
+    return f" at its own 5 % (Holm p in its part {p_text(c['p_value_holm_in_part'])})"
 
 
 def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
@@ -216,8 +215,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
     ax.set_ylim(-0.7, len(contrasts) - 0.3)  # half a row of room above and below
     holm = sum(c["primary"] for c in contrasts) > 1
-    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + intervals_said(contrasts, holm),
-           title=title)
+    ax.set(xlabel="difference in test accuracy after castling, a − b (points)\n" + intervals_said(contrasts, holm))
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=3)  # above the rows
     ax.set_title(title, pad=48)
     ax.grid(True, axis="x", alpha=0.3)
@@ -298,9 +296,8 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: fi
         colour = colours.get(arm)
         ax.scatter([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_", s=300,
                    color=colour, label=f"{arm} (bar: mean; dots: seeds)")
-        spread = [(k - (len(a) - 1) / 2) * step / 5 for x, a in present for k in range(len(a))]  # seeds side by side
-        ax.scatter([x + shift + d for (x, a), d in zip([(x, a) for x, a in present for _ in a], spread)],
-                   [v for _, a in present for v in a], s=16, color=colour, alpha=0.6)
+        seeds_x = [x + shift + (k - (len(a) - 1) / 2) * step / 5 for x, a in present for k in range(len(a))]
+        ax.scatter(seeds_x, [v for _, a in present for v in a], s=16, color=colour, alpha=0.6)  # seeds side by side
     ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
     ax.set(xlabel="pixel noise (standard deviation, images in [0, 1])",

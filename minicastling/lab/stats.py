@@ -33,6 +33,11 @@ def welch_interval(a, b, confidence: float = 0.95) -> tuple:
     return statistics.mean(a) - statistics.mean(b), (float(interval.low), float(interval.high))
 
 
+def p_text(p: float) -> str:
+    """A p-value as printed: three decimals, or two significant digits below 0.001, which would round to 0.000."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def paired_power(n: int, sd: float, difference: float, critical: float, df: int | None = None) -> float:
     """P(|T| > critical) for T ~ t(df, noncentrality difference·√n / sd): the power of a two-sided paired
     t-test of n pairs (df = n − 1 unless given) whose rejection line is `critical`."""
