@@ -2,6 +2,7 @@
 with feedback in words; the student copies stay in sync with the tutorials."""
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
@@ -380,6 +381,18 @@ WRONG = {
         ("def paired_interval(a, b):\n    d = [x - y for x, y in zip(a, b)]\n    return statistics.mean(d)",
          "any sequence of those three numbers"),
     ],
+    "holm_adjusted": [
+        ("def holm_adjusted(p_values):\n    return [min(1.0, len(p_values) * p) for p in p_values]", "Bonferroni"),
+        ("def holm_adjusted(p_values):\n    m = len(p_values)\n    ranks = sorted(range(m), key=lambda i: p_values[i])\n"
+         "    return [min(1.0, (m - ranks.index(i)) * p) for i, p in enumerate(p_values)]", "carry the largest so far"),
+        ("def holm_adjusted(p_values):\n    m, out, top = len(p_values), [0.0] * len(p_values), 0.0\n"
+         "    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):\n"
+         "        top = max(top, (m - rank) * p_values[i])\n        out[i] = top\n    return out", "cap each adjusted p at 1"),
+        ("def holm_adjusted(p_values):\n    m, out, top = len(p_values), [], 0.0\n"
+         "    for rank, p in enumerate(sorted(p_values)):\n        top = max(top, min(1.0, (m - rank) * p))\n"
+         "        out.append(top)\n    return out", "in sorted order"),
+        ("def holm_adjusted(p_values):\n    return max(p_values)", "one adjusted p per p-value"),
+    ],
     "seeds_for_power": [
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
          "    while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > difference:\n        n += 1\n    return n",
@@ -571,6 +584,14 @@ RIGHT = {
                         "    d = torch.tensor(a) - torch.tensor(b)\n"
                         "    half = stats.t.ppf(0.975, len(d) - 1) * d.std().item() / math.sqrt(len(d))\n"
                         "    return d.mean().item(), (d.mean().item() - half, d.mean().item() + half)"],
+    "holm_adjusted": ["def holm_adjusted(p_values):\n    import numpy as np\n"  # numpy, from the largest p down
+                      "    p = np.asarray(p_values)\n    order = np.argsort(p)\n    m = len(p)\n"
+                      "    stepped = np.minimum(1, np.maximum.accumulate((m - np.arange(m)) * p[order]))\n"
+                      "    out = np.empty(m)\n    out[order] = stepped\n    return out",
+                      "def holm_adjusted(p_values):\n    p = torch.tensor(p_values, dtype=torch.float64)\n"  # a tensor
+                      "    sorted_p, order = p.sort(stable=True)\n    m = len(p_values)\n"
+                      "    stepped = (torch.arange(m, 0, -1) * sorted_p).cummax(0).values.clamp(max=1)\n"
+                      "    return torch.empty(m, dtype=torch.float64).scatter(0, order, stepped)"],
     "seeds_for_power": ["def seeds_for_power(sd, difference):\n    import numpy as np\n"  # a simulation of the power
                         "    rng, n = np.random.default_rng(0), 2\n    from scipy import stats\n    while True:\n"
                         "        d = rng.normal(difference, sd, (20000, n))\n"
@@ -603,6 +624,20 @@ def test_every_exercise_has_a_solution_wrong_answers_a_right_alternative_and_a_c
 def test_checker_accepts_the_solution(name, capsys):
     imports, source = SOLUTIONS[name]
     assert verdict(name, source, imports) == ""
+    assert f"✓ {check.EXERCISES[name].label} passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(check.EXERCISES))
+def test_checker_accepts_the_solution_with_its_parameters_renamed(name, capsys):
+    """A student who names the stub's parameters otherwise, in the same order, is called by position: every
+    checker passes its arguments in the stub's order."""
+    imports, source = SOLUTIONS[name]
+    solution = namespace_of(imports, source)[name]
+    parameters = list(inspect.signature(solution).parameters)
+    renamed = f"def {name}({', '.join('my_' + p for p in parameters)}):\n    return solution({', '.join('my_' + p for p in parameters)})"
+    scope = {"solution": solution}
+    exec(renamed, scope)
+    getattr(check, name)(scope[name])
     assert f"✓ {check.EXERCISES[name].label} passed" in capsys.readouterr().out
 
 
@@ -700,8 +735,10 @@ def test_feedback_on_dtype_type_and_parameter_names():
         function.format(args="q, k, v", body=SMOOTHED.format(q="q.double()", k="k.double()", v="v.double()")))
     assert "should be a torch.Tensor" in feedback_for(
         function.format(args="q, k, v", body=SMOOTHED.format(q="q", k="k", v="v") + ".tolist()"))
-    assert "Keep the parameter names" in feedback_for(
-        function.format(args="query, key, value", body=SMOOTHED.format(q="query", k="key", v="value")))
+    renamed = function.format(args="query, key, value", body=SMOOTHED.format(q="query", k="key", v="value"))
+    assert feedback_for(renamed) == ""  # renamed parameters in the stub's order are called by position
+    assert "Keep the parameters of the exercise's stub, in its order" in feedback_for(
+        "def kernel_smoothing(q, k, v, similarity, scale):\n    return " + SMOOTHED.format(q="q", k="k", v="v"))
     assert "times 2" in feedback_for(function.format(args="q, k, v", body="2 * " + SMOOTHED.format(q="q", k="k", v="v")))
     with pytest.raises(check.CheckFailed, match="pass your function itself"):
         check.kernel_smoothing("kernel_smoothing")

@@ -80,9 +80,11 @@ def found_in(phrase: str, text: str) -> bool:
 
 
 def markdown_prose(text: str) -> str:
-    """Markdown without code blocks, inline code and HTML comments: what a reader reads as sentences."""
+    """Markdown without code blocks, inline code, HTML comments and blockquote marks: what a reader reads as
+    sentences."""
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"^[ \t]*> ?", "", text, flags=re.M)  # a quotation that runs on in a box is one sentence
     return re.sub(r"`[^`\n]*`", "", text)
 
 

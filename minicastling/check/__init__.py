@@ -18,7 +18,7 @@ from .tutorial03 import angular_attention_order1, arccos_series, padded_linear_a
 from .tutorial04 import alpha_at, mass_kept, official_castling_attention, token_dwconv
 from .tutorial05 import castle_model, patchify, softmax_attention_macs
 from .tutorial06 import accuracy_without_branch, layer_sharpness, model_mask_density
-from .tutorial07 import paired_interval, seeds_for_power, smallest_weight_bound
+from .tutorial07 import holm_adjusted, paired_interval, seeds_for_power, smallest_weight_bound
 from .tutorial08 import effect_change, equivalence_p, most_kept
 
 __all__ = ["EXERCISES", "LEVELS", "CheckFailed", "Exercise", "for_tutorial", *EXERCISES]

@@ -7,6 +7,7 @@ whole story (notebooks show it without a traceback).
 """
 
 import contextlib
+import inspect
 import math
 import signal
 import threading
@@ -122,9 +123,10 @@ def call(ex: Exercise, fn, case: dict):
         raise CheckFailed(f"{ex.label}: pass your function itself, as in check.{ex.name}({ex.name}); "
                           f"got a {type(fn).__name__}")
     originals = {k: v.detach().clone() for k, v in case.items() if isinstance(v, torch.Tensor)}
+    args, kwargs = _arguments(fn, case)
     try:
         with time_limit(ex, case):
-            out = fn(**case)
+            out = fn(*args, **kwargs)
     except NotImplementedError:
         raise CheckFailed(f"{ex.label} is not written yet: replace the `raise NotImplementedError` line "
                           f"with your code, run that cell, then this one.\nHint: {ex.hint}") from None
@@ -133,7 +135,8 @@ def call(ex: Exercise, fn, case: dict):
     except Exception as error:  # the student's bug, reported with the inputs that triggered it
         advice = ""
         if isinstance(error, TypeError) and "argument" in str(error):
-            advice = f"\nKeep the parameter names of the exercise's stub: the checker calls {ex.name}({', '.join(case)})."
+            advice = (f"\nKeep the parameters of the exercise's stub, in its order: the checker calls "
+                      f"{ex.name}({', '.join(case)}).")
         raise CheckFailed(f"{ex.label}: your function raised {type(error).__name__}: {error}\n"
                           f"It was called with {describe(case)}.{advice}") from None
     for name, before in originals.items():
@@ -142,6 +145,24 @@ def call(ex: Exercise, fn, case: dict):
                               f"(called with {describe(case)}). Work on new tensors (x = x / n, not x /= n): "
                               "the caller still needs its input.")
     return out
+
+
+def _arguments(fn, case: dict) -> tuple:
+    """(args, kwargs) for calling fn on case: by the stub's parameter names, or, where the student renamed them
+    and kept their order and number, by position."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: by name
+        return (), case
+    try:
+        signature.bind(**case)
+    except TypeError:
+        try:
+            signature.bind(*case.values())
+        except TypeError:
+            return (), case  # neither fits: the call fails and says which names the checker passes
+        return tuple(case.values()), {}
+    return (), case
 
 
 def _same_nan(a: torch.Tensor, b: torch.Tensor) -> bool:

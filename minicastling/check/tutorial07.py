@@ -1,5 +1,5 @@
 """Tutorial 07 · measure it: the bound on linear-angular weights, a paired difference with its interval,
-and how many seeds a test needs to detect a difference."""
+Holm's adjustment across a family of tests, and how many seeds a test needs to detect a difference."""
 
 import math
 import numbers
@@ -7,7 +7,8 @@ import statistics
 
 import torch
 
-from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, same_number
+from .core import (FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, numbers_in,
+                   passed, same_number)
 
 
 @exercise("07", 1, "warm-up", "section 7 (\"Why kernel-form linear-angular weights cannot be sharp\") found the largest share "
@@ -172,7 +173,70 @@ def _shortcuts(sd: float, difference: float) -> dict:
     return answers
 
 
-@exercise("07", 3, "stretch", "a test at 5 % rejects when |t| > t_crit(n − 1). If the true difference is δ, t follows "
+_P_VALUES = [  # families of p-values, in the order a study would list its contrasts
+    [0.2255, 0.3029],  # the two primary contrasts of this record: both end at 0.4510
+    [0.04, 0.01, 0.03],
+    [0.5, 0.001, 0.02, 0.3, 0.04],
+    [0.6, 0.7],  # doubled, the smaller passes 1
+    [0.03],
+    [0.02, 0.02, 0.5, 0.001],  # a tie
+    [0.0008, 0.096, 0.009, 0.028, 0.519, 0.028, 1.8e-05],  # section 4's seven unadjusted p, as printed there
+]
+
+
+@exercise("07", 3, "core", "order the p-values from smallest to largest. The smallest is multiplied by the number of "
+                           "tests m, the next by m − 1, and so on down to 1. Two rules keep the result a p-value of "
+                           "the family: no adjusted p may be smaller than one before it in that order, and none may "
+                           "exceed 1. Give them back in the order they came.")
+def holm_adjusted(ex: Exercise, fn) -> None:
+    """Holm's step-down adjustment of a family of p-values, returned in their input order."""
+    from ..lab.stats import holm
+
+    for p_values in _P_VALUES:
+        case = {"p_values": list(p_values)}
+        expected, got = holm(p_values), call(ex, fn, case)
+        try:
+            values = numbers_in(got)
+        except TypeError:
+            values = []
+        if len(values) != len(expected):
+            raise CheckFailed(f"{ex.label}: for p_values = {p_values} return one adjusted p per p-value, {len(expected)} "
+                              f"in all, in the order they came; got {got!r}")
+        if all(math.isclose(g, e, rel_tol=1e-9, abs_tol=1e-12) for g, e in zip(values, expected)):
+            continue
+        shown = ", ".join(f"{e:.4g}" for e in expected)
+        mistake = known_mistake(tuple(values), _holm_mistakes(p_values))
+        raise CheckFailed(f"{ex.label}: for p_values = {p_values} Holm's adjusted p-values are [{shown}]; yours are "
+                          f"[{', '.join(f'{g:.4g}' for g in values)}]. " + (mistake or ex.hint))
+    passed(ex, f"{len(_P_VALUES)} families of 1 to 7 p-values, a tie and a product above 1 among them, match "
+               "minicastling.lab.stats.holm.")
+
+
+def _holm_mistakes(p_values: list) -> dict:
+    """The adjusted p-values the usual slips give, each with what to do instead."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    bonferroni = [min(1.0, m * p) for p in p_values]
+    stepped, uncapped, running, running_uncapped = [0.0] * m, [0.0] * m, 0.0, 0.0
+    for rank, i in enumerate(order):
+        stepped[i] = min(1.0, (m - rank) * p_values[i])  # no running maximum
+        running_uncapped = max(running_uncapped, (m - rank) * p_values[i])
+        uncapped[i] = running_uncapped
+    from ..lab.stats import holm
+
+    return {
+        "That is Bonferroni's adjustment, every p times m: Holm's multiplies only the smallest by m, the next by "
+        "m − 1, and so on, which keeps the family's error rate at the same level and rejects more.": tuple(bonferroni),
+        "Those products are right but not yet Holm's: an adjusted p may not fall below one that comes before it in "
+        "the sorted order (carry the largest so far), or a later test could pass where an earlier one failed.":
+            tuple(stepped),
+        "A p-value cannot exceed 1: cap each adjusted p at 1.": tuple(uncapped),
+        "Those are the right adjusted p-values in sorted order: give each back at its own contrast's place.":
+            tuple(sorted(holm(p_values))),
+    }
+
+
+@exercise("07", 4, "stretch", "a test at 5 % rejects when |t| > t_crit(n − 1). If the true difference is δ, t follows "
                               "a noncentral t distribution with noncentrality δ√n / sd; the power is the chance it "
                               "lands beyond ±t_crit (scipy.stats.nct). Increase n until that chance reaches 80 %.")
 def seeds_for_power(ex: Exercise, fn) -> None:
