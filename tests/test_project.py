@@ -1,5 +1,7 @@
-"""The promises the project makes in its README: the two commands, the tutorial map."""
+"""The promises the project makes in its README: the two commands, the tutorial map, notebooks whose committed
+files hold their outputs and nothing of the machine that executed them."""
 
+import json
 import re
 from pathlib import Path
 
@@ -26,3 +28,15 @@ def test_every_tutorial_is_on_the_readme_map():
     assert len(notebooks) >= 4
     for name in notebooks:
         assert f"tutorials/{name}" in README, f"{name} is missing from the README's tutorial map"
+
+
+def test_committed_notebooks_hold_no_local_paths_and_no_execution_timings():
+    """A re-executed notebook's diff is its outputs: no timestamps of when each cell ran (execute with
+    --ExecutePreprocessor.record_timing=False, as the README says) and no paths of the machine it ran on."""
+    for path in sorted((ROOT / "tutorials").glob("*.ipynb")):
+        text = path.read_text()
+        for local in ("/work/", "/tmp/", "/home/", "/root/", "/Users/", "C:\\\\Users"):
+            assert local not in text, f"{path.name} holds a local path ({local}) in a cell or an output"
+        timed = [i for i, cell in enumerate(json.loads(text)["cells"]) if "execution" in cell.get("metadata", {})]
+        assert not timed, (f"{path.name}: cells {timed[:5]} carry execution timestamps; execute with "
+                           "--ExecutePreprocessor.record_timing=False")
