@@ -598,6 +598,12 @@ RIGHT = {
                         "        t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))\n"
                         "        if (np.abs(t) > stats.t.ppf(0.975, n - 1)).mean() >= 0.8:\n            return n\n"
                         "        n += 1",
+                        "def seeds_for_power(sd, difference):\n    import numpy as np\n"  # 2,000 draws: off by a few
+                        "    rng, n = np.random.default_rng(3), 2\n    from scipy import stats\n    while True:\n"
+                        "        d = rng.normal(difference, sd, (2000, n))\n"
+                        "        t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))\n"
+                        "        if (np.abs(t) > stats.t.ppf(0.975, n - 1)).mean() >= 0.8:\n            return n\n"
+                        "        n += 1",
                         "def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
                         "    while True:\n        crit = stats.t.ppf(0.975, n - 1)\n        nc = difference * math.sqrt(n) / sd\n"
                         "        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= 0.8:\n"

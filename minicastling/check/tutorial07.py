@@ -129,17 +129,20 @@ def seeds_reference(sd: float, difference: float) -> int:
     return seeds_needed(sd, difference, minimum=2)
 
 
-def _on_the_line(got, expected: int, sd: float, difference: float, tolerance: float = 0.005) -> bool:
-    """One seed off where the power sits within `tolerance` of 80 % at the boundary: a simulation of the power
-    (thousands of draws) cannot tell those two counts apart, and is right to within its noise."""
-    if not isinstance(got, numbers.Integral) or isinstance(got, bool) or abs(got - expected) != 1:
+def _on_the_line(got, expected: int, sd: float, difference: float, tolerance: float = 0.02) -> bool:
+    """A count a simulation of the power may land on: its power reaches 80 % to within `tolerance`, and one pair
+    fewer falls short of it to within `tolerance`. A simulation with a few thousand draws (its standard error
+    near 80 % is about 1 point at 2,000) cannot tell those counts apart where the power grows slowly with n."""
+    if not isinstance(got, numbers.Integral) or isinstance(got, bool) or got < 2 or abs(got - expected) > expected // 10 + 1:
         return False
     from scipy import stats
 
     from ..lab.stats import paired_power
 
-    boundary = min(got, expected)  # the count whose power decides: just under 80 %, or just over
-    return abs(paired_power(boundary, sd, difference, stats.t.ppf(0.975, boundary - 1)) - 0.8) < tolerance
+    def power(n):
+        return paired_power(n, sd, difference, stats.t.ppf(0.975, n - 1))
+
+    return power(got) >= 0.8 - tolerance and (got == 2 or power(got - 1) < 0.8 + tolerance)
 
 
 def _shortcuts(sd: float, difference: float) -> dict:
@@ -255,9 +258,13 @@ def seeds_for_power(ex: Exercise, fn) -> None:
                        "the time. " + (f"{got} is also what {', or '.join(used)} gives" if used else "") +
                        ("; t" if used else "T") + "he power of a t-test when the difference is real comes from the "
                        "noncentral t distribution, which the shortcuts only approximate (they undercount at small n).")
+        elif isinstance(got, numbers.Integral) and got > 3 * expected:
+            verdict = ("far more than needed: check the noncentrality, difference × √n / sd, which grows with the "
+                       "number of pairs.")
         else:
             verdict = "more than needed: the fewest that reach 80 % is asked for." if isinstance(got, numbers.Integral) \
                 else "not a whole number of seeds."
         raise CheckFailed(f"{ex.label}: for {describe(case)} the answer is {expected} seeds; yours, {got!r}, is {verdict}")
-    passed(ex, "8 spreads and differences, with answers from 3 to 73 seeds, match the noncentral t's power (one seed "
-               "either way where the power at the line is within half a point of 80 %, as a simulation may land).")
+    passed(ex, "8 spreads and differences, with answers from 3 to 73 seeds, match the noncentral t's power (a seed "
+               "or a few either way where the power at the line is within 2 points of 80 %, as a simulation of a few "
+               "thousand draws may land).")
