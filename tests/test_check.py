@@ -380,6 +380,9 @@ WRONG = {
          "    return d, (d - half, d + half)", "treats the arms as unrelated"),
         ("def paired_interval(a, b):\n    d = [x - y for x, y in zip(a, b)]\n    return statistics.mean(d)",
          "any sequence of those three numbers"),
+        ("def paired_interval(a, b):\n    from scipy import stats\n"
+         "    ci = stats.ttest_rel(a, b).confidence_interval(0.95)\n"
+         "    return statistics.mean(a) - statistics.mean(b), (ci.high, ci.low)", "ends are swapped"),
     ],
     "holm_adjusted": [
         ("def holm_adjusted(p_values):\n    return [min(1.0, len(p_values) * p) for p in p_values]", "Bonferroni"),

@@ -69,6 +69,9 @@ def paired_interval(ex: Exercise, fn) -> None:
         mistake = known_mistake((got_low, got_high), _paired_mistakes(case, difference))
         if mistake:
             width += " " + mistake
+        elif math.isclose(got_low, high, rel_tol=FLOAT32, abs_tol=FLOAT32) and \
+                math.isclose(got_high, low, rel_tol=FLOAT32, abs_tol=FLOAT32):
+            width += " The two ends are swapped: return (low, high), the lower end first."
         elif got_high - got_low < high - low - 1e-9:
             width += (" Too narrow for a t-interval: divide the variance by n − 1, and use the t quantile for n − 1 "
                       "degrees of freedom (wider than 1.96 for few seeds); a bootstrap interval is also narrower "

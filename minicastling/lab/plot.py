@@ -191,7 +191,7 @@ def _holm_in_part(c: dict) -> str:
     """An exploratory contrast's Holm p within its part, beside a verdict read at its own 5 %."""
     if c["primary"] or c.get("p_value_holm_in_part") is None:
         return ""
-    return f" at its own 5 % (Holm p in its part {p_text(c['p_value_holm_in_part'])})"
+    return f" at its own 5 % (test of 0, Holm p in its part {p_text(c['p_value_holm_in_part'])})"
 
 
 def plot_contrasts(study: dict, title: str = "Paired differences, castled test accuracy (a − b)",
