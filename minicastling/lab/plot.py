@@ -189,8 +189,8 @@ def draw_interval(ax, c: dict, y: float, colour, bold: bool = True) -> None:
 
 def _holm_in_part(c: dict) -> str:
     """An exploratory contrast's Holm p within its part, beside a verdict read at its own 5 %."""
-    if c["primary"] or c.get("p_value_holm_in_part") is None:
-        return ""
+    if c["primary"] or c.get("p_value_holm_in_part") is None or c["verdict"] not in ("better", "worse"):
+        return ""  # equivalent and undetermined come from the equivalence test: the test of 0's Holm p would mislead
     return f" at its own 5 % (test of 0, Holm p in its part {p_text(c['p_value_holm_in_part'])})"
 
 
@@ -200,7 +200,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     part and coloured by verdict; the ±margin band is where two arms count as equivalent."""
     contrasts = list(reversed([c for c in study["contrasts"] if c["part"] in parts]))
     margin = study["design"]["margin"]
-    fig, ax = plt.subplots(figsize=(11, max(4.4, 0.62 * len(contrasts) + 2.2)))  # room for wrapped labels
+    fig, ax = plt.subplots(figsize=(11, max(4.4, 0.85 * len(contrasts) + 2.2)))  # room for wrapped labels
     ax.axvspan(-margin, margin, color="0.85", alpha=0.6, label=f"±{margin:g} point: the equivalence margin")
     ax.axvline(0, color="black", linewidth=1)
     for row, c in enumerate(contrasts):
