@@ -206,8 +206,8 @@ def holm_adjusted(ex: Exercise, fn) -> None:
         except TypeError:
             values = []
         if len(values) != len(expected):
-            raise CheckFailed(f"{ex.label}: for p_values = {p_values} return one adjusted p per p-value, {len(expected)} "
-                              f"in all, in the order they came; got {got!r}")
+            raise CheckFailed(f"{ex.label}: for p_values = {p_values} return the adjusted p-values themselves (numbers, "
+                              f"not decisions), one per p-value, {len(expected)} in all, in the order they came; got {got!r}")
         if all(math.isclose(g, e, rel_tol=1e-9, abs_tol=1e-12) for g, e in zip(values, expected)):
             continue
         shown = ", ".join(f"{e:.4g}" for e in expected)

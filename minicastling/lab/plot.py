@@ -309,7 +309,7 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: fi
     return fig
 
 
-TOKEN_COLOURS = {49: "tab:purple", 196: "tab:cyan"}
+TOKEN_COLOURS = {49: "tab:brown", 196: "tab:cyan"}
 
 
 def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 49 and at 196 tokens"):
