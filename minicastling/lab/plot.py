@@ -324,13 +324,13 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
             colour = TOKEN_COLOURS[r["tokens"]]
             draw_interval(ax, r, y + offset, colour)
             for edge in (-margins[r["tokens"]], margins[r["tokens"]]):
-                ax.plot([edge] * 2, [y + offset - 0.1, y + offset + 0.1], color=colour, linewidth=1)
+                ax.plot([edge] * 2, [y + offset - 0.12, y + offset], color=colour, linewidth=1)  # below: the words sit above
             interim = f", interim: {r['interim_why']}" if r["interim"] else ""
             left = r["interval_95"][1] < 0  # beside the end away from 0, so the zero line crosses no word
             ax.annotate("\n".join(textwrap.wrap(f"{r['verdict']} (n={r['n']}{interim})", 34)),
                         (r["interval_95"][0 if left else 1], y + offset), xytext=(-6 if left else 6, 3),
                         textcoords="offset points", fontsize=9, color=colour, va="bottom",
-                        ha="right" if left else "left")
+                        ha="right" if left else "left", bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
     low = min([r["interval_95"][0] for r in rows] + [-m for m in margins.values()])
     high = max([r["interval_95"][1] for r in rows] + list(margins.values()))
     ax.set_xlim(low - 0.3 * (high - low), high + 0.3 * (high - low))  # room for the verdicts on either side
