@@ -215,7 +215,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
     ax.set_ylim(-0.7, len(contrasts) - 0.3)  # half a row of room above and below
     holm = sum(c["primary"] for c in contrasts) > 1
-    ax.set(xlabel="difference in final test accuracy (castled models after castling), a − b (points)\n" + intervals_said(contrasts, holm))
+    ax.set(xlabel="difference in final test accuracy, a − b (points; a model with a branch measured after castling)\n" + intervals_said(contrasts, holm))
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=3)  # above the rows
     ax.set_title(title, pad=48)
     ax.grid(True, axis="x", alpha=0.3)
@@ -294,8 +294,9 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: fi
         shift = (i - (len(arms) - 1) / 2) * step
         present = [(x, study["runs"][d][arm]["accuracies"]) for x, d in zip(noise, levels) if arm in study["runs"][d]]
         colour = colours.get(arm)
+        seeds = max(len(a) for _, a in present)
         ax.scatter([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_", s=300,
-                   color=colour, label=f"{arm} (bar: mean; dots: seeds)")
+                   color=colour, label=f"{arm} (bar: mean of {seeds} seeds; dots: seeds)")
         seeds_x = [x + shift + (k - (len(a) - 1) / 2) * step / 5 for x, a in present for k in range(len(a))]
         ax.scatter(seeds_x, [v for _, a in present for v in a], s=16, color=colour, alpha=0.6)  # seeds side by side
     ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
@@ -338,7 +339,7 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
     ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
         ax.plot([], [], "o-", color=colour, label=f"{tokens} tokens (ticks: that study's ±{margins[tokens]:g} margin)")
-    ax.set(xlabel="difference in final test accuracy (castled models after castling), a − b (points)\n" + intervals_said(rows, holm=True))
+    ax.set(xlabel="difference in final test accuracy, a − b (points; a model with a branch measured after castling)\n" + intervals_said(rows, holm=True))
     ax.set_title(title, pad=28)
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=2)
     ax.grid(True, axis="x", alpha=0.3)
