@@ -443,6 +443,9 @@ WRONG = {
         ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d49, d196, equal_var=False)\n"
          "    ci = t.confidence_interval()\n    return statistics.mean(d49) - statistics.mean(d196), (ci.low, ci.high)",
          "sign is turned round"),
+        ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d49, d196, equal_var=False)\n"
+         "    ci = t.confidence_interval()\n    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)",
+         "mind the order of the samples"),
         ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d196, d49)\n"
          "    ci = t.confidence_interval()\n    return statistics.mean(d196) - statistics.mean(d49), (ci.low, ci.high)",
          "pooled-variance (Student)"),

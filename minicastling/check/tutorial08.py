@@ -156,7 +156,11 @@ def effect_change(ex: Exercise, fn) -> None:
         if abs(got_difference + difference) < 1e-9:
             explain = "The sign is turned round: the change from 49 to 196 tokens is mean(d196) − mean(d49)."
         same_number(ex, got_difference, difference, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=explain)
-        mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or (
+        mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or known_mistake(
+            (got_low, got_high), {"That is the interval of mean(d49) − mean(d196), turned round: the interval has to go "
+                                  "with the difference, mean(d196) − mean(d49) (mind the order of the samples).":
+                                  (-high, -low), "The two ends are swapped: return (low, high), the lower end first.":
+                                  (high, low)}) or (
             "The two samples are independent and their spreads differ: Welch's interval, not a paired one and not a "
             "pooled-variance one.")
         for end, mine, theirs in zip(("lower", "upper"), (got_low, got_high), (low, high)):

@@ -170,7 +170,7 @@ def intervals_said(rows: list, holm: bool = False) -> str:
     """The forest plots' caption: what each mark is, with the interim style and the Holm rule only where they apply."""
     said = ("dot: mean of the paired differences; thin line: its 95 % interval; thick: its 90 % interval (TOST at 5 % "
             "calls equivalent when it lies inside the margin")
-    said += ("; where Holm adjusts two or more primary contrasts, the stricter test needs the 95 % one inside)"
+    said += ("; where Holm adjusts two or more primary contrasts, the one it tests first needs its 95 % one inside)"
              if holm else ")")
     if any(r["interim"] for r in rows):
         said += "; hollow and dashed: an interim look"
