@@ -449,6 +449,11 @@ def interval_answer(ex: Exercise, got, case: dict) -> tuple:
     return numbers[0], (numbers[1], numbers[2])
 
 
+def swapped_ends(low: float, high: float) -> dict:
+    """The mistake of returning an interval's ends in the wrong order, for known_mistake."""
+    return {"The two ends are swapped: return (low, high), the lower end first.": (high, low)}
+
+
 def known_mistake(got: tuple, mistakes: dict) -> str:
     """The explanation of the first wrong answer in `mistakes` ({explanation: numbers}, an interval's (low, high) or
     a single (value,)) that `got` matches, or an empty string when it matches none (to 0.1 %, so that 1.96 matches

@@ -8,7 +8,7 @@ import statistics
 import torch
 
 from .core import (FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, numbers_in,
-                   passed, same_number)
+                   passed, same_number, swapped_ends)
 
 
 @exercise("07", 1, "warm-up", "section 7 (\"Why kernel-form linear-angular weights cannot be sharp\") found the largest share "
@@ -69,9 +69,6 @@ def paired_interval(ex: Exercise, fn) -> None:
         mistake = known_mistake((got_low, got_high), _paired_mistakes(case, difference))
         if mistake:
             width += " " + mistake
-        elif math.isclose(got_low, high, rel_tol=FLOAT32, abs_tol=FLOAT32) and \
-                math.isclose(got_high, low, rel_tol=FLOAT32, abs_tol=FLOAT32):
-            width += " The two ends are swapped: return (low, high), the lower end first."
         elif got_high - got_low < high - low - 1e-9:
             width += (" Too narrow for a t-interval: divide the variance by n − 1, and use the t quantile for n − 1 "
                       "degrees of freedom (wider than 1.96 for few seeds); a bootstrap interval is also narrower "
@@ -115,6 +112,7 @@ def _paired_mistakes(case: dict, difference: float) -> dict:
         "per-seed differences first.": tuple(stats.ttest_ind(case["a"], case["b"]).confidence_interval(0.95)),
         "That standard error, √(var a / n + var b / n), treats the arms as unrelated: the paired one is the "
         "standard deviation of the differences a_i − b_i over √n.": _unpaired_se_interval(case, difference, t),
+        **swapped_ends(difference - t * sample, difference + t * sample),
     }
 
 
@@ -211,25 +209,23 @@ def holm_adjusted(ex: Exercise, fn) -> None:
         if all(math.isclose(g, e, rel_tol=1e-9, abs_tol=1e-12) for g, e in zip(values, expected)):
             continue
         shown = ", ".join(f"{e:.4g}" for e in expected)
-        mistake = known_mistake(tuple(values), _holm_mistakes(p_values))
+        mistake = known_mistake(tuple(values), _holm_mistakes(p_values, expected))
         raise CheckFailed(f"{ex.label}: for p_values = {p_values} Holm's adjusted p-values are [{shown}]; yours are "
                           f"[{', '.join(f'{g:.4g}' for g in values)}]. " + (mistake or ex.hint))
     passed(ex, f"{len(_P_VALUES)} families of 1 to 7 p-values, a tie and a product above 1 among them, match "
                "minicastling.lab.stats.holm.")
 
 
-def _holm_mistakes(p_values: list) -> dict:
-    """The adjusted p-values the usual slips give, each with what to do instead."""
+def _holm_mistakes(p_values: list, adjusted: list) -> dict:
+    """The adjusted p-values the usual slips give, each with what to do instead (`adjusted`: Holm's own)."""
     m = len(p_values)
     order = sorted(range(m), key=lambda i: p_values[i])
     bonferroni = [min(1.0, m * p) for p in p_values]
-    stepped, uncapped, running, running_uncapped = [0.0] * m, [0.0] * m, 0.0, 0.0
+    stepped, uncapped, running_uncapped = [0.0] * m, [0.0] * m, 0.0
     for rank, i in enumerate(order):
         stepped[i] = min(1.0, (m - rank) * p_values[i])  # no running maximum
         running_uncapped = max(running_uncapped, (m - rank) * p_values[i])
         uncapped[i] = running_uncapped
-    from ..lab.stats import holm
-
     return {
         "That is Bonferroni's adjustment, every p times m: Holm's multiplies only the smallest by m, the next by "
         "m − 1, and so on, which keeps the family's error rate at the same level and rejects more.": tuple(bonferroni),
@@ -238,7 +234,7 @@ def _holm_mistakes(p_values: list) -> dict:
             tuple(stepped),
         "A p-value cannot exceed 1: cap each adjusted p at 1.": tuple(uncapped),
         "Those are the right adjusted p-values in sorted order: give each back at its own contrast's place.":
-            tuple(sorted(holm(p_values))),
+            tuple(sorted(adjusted)),
     }
 
 

@@ -8,7 +8,8 @@ from fractions import Fraction
 
 import torch
 
-from .core import FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed, plain_number, same_number
+from .core import (FLOAT32, CheckFailed, Exercise, call, describe, exercise, interval_answer, known_mistake, passed,
+                   plain_number, same_number, swapped_ends)
 
 
 def most_kept_reference(threshold: float) -> int:
@@ -104,6 +105,7 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
     z, t_simple = stats.norm.ppf(0.975), stats.t.ppf(0.975, len(d196) + len(d49) - 2)
     pooled = stats.ttest_ind(d196, d49).confidence_interval(0.95)
     welch = stats.ttest_ind(d196, d49, equal_var=False)
+    welch_low, welch_high = welch.confidence_interval(0.95)
     t_fewest = stats.t.ppf(0.975, min(len(d196), len(d49)) - 1)  # min(n₁, n₂) − 1 degrees of freedom
     return {  # the first that matches is named: with equal sizes the pooled interval is also the middle slip
         "That is the pooled-variance (Student) interval: one spread for both samples and n₁ + n₂ − 2 degrees of "
@@ -125,6 +127,9 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
             tuple(welch.confidence_interval(0.99)),
         "Those variances divide by n: Welch's interval takes each sample's variance dividing by n − 1 "
         "(statistics.variance, or numpy's var(ddof=1)).": _welch_by_n(d49, d196, difference),
+        "That is the interval of mean(d49) − mean(d196), turned round: the interval has to go with the difference, "
+        "mean(d196) − mean(d49) (mind the order of the samples).": (-welch_high, -welch_low),
+        **swapped_ends(welch_low, welch_high),
     }
 
 
@@ -156,11 +161,7 @@ def effect_change(ex: Exercise, fn) -> None:
         if abs(got_difference + difference) < 1e-9:
             explain = "The sign is turned round: the change from 49 to 196 tokens is mean(d196) − mean(d49)."
         same_number(ex, got_difference, difference, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=explain)
-        mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or known_mistake(
-            (got_low, got_high), {"That is the interval of mean(d49) − mean(d196), turned round: the interval has to go "
-                                  "with the difference, mean(d196) − mean(d49) (mind the order of the samples).":
-                                  (-high, -low), "The two ends are swapped: return (low, high), the lower end first.":
-                                  (high, low)}) or (
+        mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or (
             "The two samples are independent and their spreads differ: Welch's interval, not a paired one and not a "
             "pooled-variance one.")
         for end, mine, theirs in zip(("lower", "upper"), (got_low, got_high), (low, high)):

@@ -166,6 +166,9 @@ VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:purple", "equivalent": "
                    "undetermined": "tab:gray"}
 
 
+DIFFERENCE_AXIS = "difference in final test accuracy, a − b (points; a model with a branch measured after castling)"
+
+
 def intervals_said(rows: list, holm: bool = False) -> str:
     """The forest plots' caption: what each mark is, with the interim style and the Holm rule only where they apply."""
     said = ("dot: mean of the paired differences; thin line: its 95 % interval; thick: its 90 % interval (TOST at 5 % "
@@ -215,7 +218,7 @@ def plot_contrasts(study: dict, title: str = "Paired differences, castled test a
     ax.set_yticks(range(len(contrasts)), labels, fontsize=9)
     ax.set_ylim(-0.7, len(contrasts) - 0.3)  # half a row of room above and below
     holm = sum(c["primary"] for c in contrasts) > 1
-    ax.set(xlabel="difference in final test accuracy, a − b (points; a model with a branch measured after castling)\n" + intervals_said(contrasts, holm))
+    ax.set(xlabel=DIFFERENCE_AXIS + "\n" + intervals_said(contrasts, holm))
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=3)  # above the rows
     ax.set_title(title, pad=48)
     ax.grid(True, axis="x", alpha=0.3)
@@ -285,25 +288,25 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: fi
     the levels are not joined, since the references do not order their difficulty; chance (the test split's
     majority class) dashed."""
     levels = sorted((d for d in study["runs"] if d.startswith("same-different")), key=lambda d: float(d.split()[-1]))
-    noise = list(range(len(levels)))  # evenly spaced settings, not a numeric axis of doses
+    positions = list(range(len(levels)))  # evenly spaced settings, not a numeric axis of doses
     step = 0.06  # arms side by side at a level
     fig, ax = plt.subplots(figsize=(11, 4.8))
     colours = {"softmax twin": TWIN, "castling, kernel form": CASTLING, "branch off, kernel form": "tab:green",
                "linear-angular alone, kernel form": "tab:orange"}
     for i, arm in enumerate(arms):
         shift = (i - (len(arms) - 1) / 2) * step
-        present = [(x, study["runs"][d][arm]["accuracies"]) for x, d in zip(noise, levels) if arm in study["runs"][d]]
+        present = [(x, study["runs"][d][arm]["accuracies"]) for x, d in zip(positions, levels) if arm in study["runs"][d]]
         colour = colours.get(arm)
         seeds = max(len(a) for _, a in present)
         ax.scatter([x + shift for x, _ in present], [statistics.mean(a) for _, a in present], marker="_", s=300,
                    color=colour, label=f"{arm} (bar: mean of {seeds} seeds; dots: seeds)")
         seeds_x = [x + shift + (k - (len(a) - 1) / 2) * step / 5 for x, a in present for k in range(len(a))]
         ax.scatter(seeds_x, [v for _, a in present for v in a], s=16, color=colour, alpha=0.6)  # seeds side by side
-    ax.plot(noise, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
+    ax.plot(positions, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
     ax.set(xlabel="setting: pixel noise (standard deviation, images in [0, 1]), evenly spaced",
            ylabel="final test accuracy (%; castled where\nthe arm has a branch)",
-           title=title, xticks=noise, xticklabels=[f"noise {d.split()[-1]}" for d in levels])
+           title=title, xticks=positions, xticklabels=[f"noise {d.split()[-1]}" for d in levels])
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -339,7 +342,7 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
     ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
         ax.plot([], [], "o-", color=colour, label=f"{tokens} tokens (ticks: that study's ±{margins[tokens]:g} margin)")
-    ax.set(xlabel="difference in final test accuracy, a − b (points; a model with a branch measured after castling)\n" + intervals_said(rows, holm=True))
+    ax.set(xlabel=DIFFERENCE_AXIS + "\n" + intervals_said(rows, holm=True))
     ax.set_title(title, pad=28)
     ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=2)
     ax.grid(True, axis="x", alpha=0.3)
