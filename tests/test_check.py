@@ -438,6 +438,9 @@ WRONG = {
         ("def equivalence_p(differences, margin):\n    from scipy import stats\n"  # the tail at |t|
          "    n = len(differences)\n    return max(stats.t.sf(abs(stats.ttest_1samp(differences, b).statistic), n - 1)\n"
          "               for b in (-margin, margin))", "other tail"),
+        ("def equivalence_p(differences, margin):\n    from scipy import stats\n"  # the two tails swapped
+         "    return max(stats.ttest_1samp(differences, -margin, alternative='less').pvalue,\n"
+         "               stats.ttest_1samp(differences, margin, alternative='greater').pvalue)", "tails are swapped"),
     ],
     "effect_change": [
         ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d49, d196, equal_var=False)\n"
@@ -468,6 +471,11 @@ WRONG = {
         ("def effect_change(d49, d196):\n    from scipy import stats\n"  # paired, on samples that are not pairs
          "    e = [x - y for x, y in zip(d196, d49)]\n    h = stats.t.ppf(0.975, len(e) - 1) * statistics.stdev(e) / math.sqrt(len(e))\n"
          "    d = statistics.mean(d196) - statistics.mean(d49)\n    return d, (d - h, d + h)", "not a paired one"),
+        ("def effect_change(d49, d196):\n    from scipy import stats\n"  # Welch's df with n in its denominators
+         "    va, vb = statistics.variance(d196) / len(d196), statistics.variance(d49) / len(d49)\n"
+         "    df = (va + vb) ** 2 / (va ** 2 / len(d196) + vb ** 2 / len(d49))\n"
+         "    h = stats.t.ppf(0.975, df) * math.sqrt(va + vb)\n"
+         "    d = statistics.mean(d196) - statistics.mean(d49)\n    return d, (d - h, d + h)", "instead of n − 1"),
     ],
 }
 RIGHT = {

@@ -73,6 +73,9 @@ def equivalence_p(ex: Exercise, fn) -> None:
                 if abs(got - min(above, below)) < 1e-9:
                     explain = ("That is the smaller one-sided p: equivalence needs both tests to reject, so the larger "
                                "p decides.")
+                elif abs(got - max(1 - above, 1 - below)) < 1e-9:
+                    explain = ("The two tails are swapped: against −margin the claim to show is mean > −margin "
+                               "(alternative='greater'), against +margin it is mean < +margin (alternative='less').")
                 elif abs(got - stats.ttest_1samp(differences, 0.0).pvalue) < 1e-9:
                     explain = ("That is the test of a zero difference. Equivalence asks the opposite question: are "
                                "differences as large as the margin ruled out?")
@@ -127,10 +130,22 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
             tuple(welch.confidence_interval(0.99)),
         "Those variances divide by n: Welch's interval takes each sample's variance dividing by n − 1 "
         "(statistics.variance, or numpy's var(ddof=1)).": _welch_by_n(d49, d196, difference),
+        "Those Welch–Satterthwaite degrees of freedom divide each squared variance term by n instead of n − 1: "
+        f"Welch's divide by n₁ − 1 and n₂ − 1 (here {welch_df:.1f} degrees of freedom).": _welch_df_by_n(d49, d196, difference),
         "That is the interval of mean(d49) − mean(d196), turned round: the interval has to go with the difference, "
         "mean(d196) − mean(d49) (mind the order of the samples).": (-welch_high, -welch_low),
         **swapped_ends(welch_low, welch_high),
     }
+
+
+def _welch_df_by_n(d49: list, d196: list, difference: float) -> tuple:
+    """Welch's standard error with degrees of freedom whose denominators take n instead of n − 1."""
+    from scipy import stats
+
+    v196, v49 = statistics.variance(d196) / len(d196), statistics.variance(d49) / len(d49)
+    df = (v196 + v49) ** 2 / (v196 ** 2 / len(d196) + v49 ** 2 / len(d49))
+    half = stats.t.ppf(0.975, df) * math.sqrt(v196 + v49)
+    return difference - half, difference + half
 
 
 def _welch_by_n(d49: list, d196: list, difference: float) -> tuple:
@@ -163,7 +178,9 @@ def effect_change(ex: Exercise, fn) -> None:
         same_number(ex, got_difference, difference, case, rel_tol=FLOAT32, abs_tol=FLOAT32, explain=explain)
         mistake = known_mistake((got_low, got_high), _welch_mistakes(d49, d196, difference)) or (
             "The two samples are independent and their spreads differ: Welch's interval, not a paired one and not a "
-            "pooled-variance one.")
+            "pooled-variance one. It takes the standard error "
+            "√(s₁²/n₁ + s₂²/n₂), with each sample's variance dividing by n − 1, and the t quantile at the "
+            "Welch–Satterthwaite degrees of freedom (scipy.stats.ttest_ind(..., equal_var=False)); check each piece.")
         for end, mine, theirs in zip(("lower", "upper"), (got_low, got_high), (low, high)):
             same_number(ex, mine, theirs, case, rel_tol=FLOAT32, abs_tol=FLOAT32, what=f"the interval's {end} end",
                         explain=(
