@@ -443,6 +443,9 @@ WRONG = {
          "               stats.ttest_1samp(differences, margin, alternative='greater').pvalue)", "tails are swapped"),
     ],
     "effect_change": [
+        ("def effect_change(d49, d196):\n    from scipy import stats\n"  # the interval first, then the difference
+         "    ci = stats.ttest_ind(d196, d49, equal_var=False).confidence_interval()\n"
+         "    return (ci.low, ci.high), statistics.mean(d196) - statistics.mean(d49)", "the interval first"),
         ("def effect_change(d49, d196):\n    from scipy import stats\n    t = stats.ttest_ind(d49, d196, equal_var=False)\n"
          "    ci = t.confidence_interval()\n    return statistics.mean(d49) - statistics.mean(d196), (ci.low, ci.high)",
          "sign is turned round"),

@@ -438,6 +438,9 @@ def numbers_in(value) -> list:
 
 def interval_answer(ex: Exercise, got, case: dict) -> tuple:
     """(difference, (low, high)) from any sequence of those three numbers: (d, (low, high)), (d, low, high), an array."""
+    if isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[0], (tuple, list)) and len(got[0]) == 2:
+        raise CheckFailed(f"{ex.label}: return the difference first, then its interval: (difference, (low, high)); "
+                          f"got {got!r} for {describe(case)}, the interval first.")
     try:
         numbers = numbers_in(got)
     except TypeError as what:
