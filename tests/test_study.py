@@ -233,6 +233,7 @@ def test_a_token_table_pairs_each_shared_contrast_and_its_figures_mark_interim_l
     figure = plot.plot_token_table(rows, {49: 1.0, 196: 0.5})
     notes = [" ".join(t.get_text().split()) for t in figure.axes[0].texts]  # wrapped over lines
     assert any(f"interim: {n} of {n + 1}" in t for t in notes) and sum("interim" in t for t in notes) == 1
+    assert len(notes) == 2 and all("(primary, n=" in t for t in notes)  # each row says which part it belongs to
     labels = [" ".join(t.get_text().split()) for t in plot.plot_contrasts(early).axes[0].get_yticklabels()]
     assert any(f"interim ({n} of {n + 1} seeds)" in label for label in labels)
     means = study.epoch_means(analysed, "castling, kernel form", "mask_density")

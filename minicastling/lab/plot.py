@@ -173,8 +173,8 @@ def intervals_said(rows: list, holm: bool = False) -> str:
     """The forest plots' caption: what each mark is, with the interim style and the Holm rule only where they apply."""
     said = ("dot: mean of the paired differences; thin line: its 95 % interval; thick: its 90 % interval (TOST at 5 % "
             "calls equivalent when it lies inside the margin")
-    said += ("; where Holm adjusts two or more primary contrasts, the one it tests first needs its 95 % one inside)"
-             if holm else ")")
+    said += ("; where Holm adjusts m primary contrasts, the one it tests first needs its (1 − 0.1/m) interval inside, "
+             "the 95 % one for m = 2)" if holm else ")")
     if any(r["interim"] for r in rows):
         said += "; hollow and dashed: an interim look"
     return "\n".join(textwrap.wrap(said, 90))
@@ -317,8 +317,9 @@ TOKEN_COLOURS = {49: "tab:brown", 196: "tab:cyan"}
 
 
 def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 49 and at 196 tokens"):
-    """Rows of lab.study.token_table as dots with their paired 95 % intervals, one line per (contrast, tokens),
-    coloured by the number of tokens; each study's ±margin is drawn as a tick on its own lines."""
+    """Rows of lab.study.token_table as dots with their paired 95 % intervals, one line per (contrast, tokens), each
+    labelled with its verdict and whether it is primary or exploratory in its study, and coloured by the number of
+    tokens; each study's ±margin is drawn as a tick on its own lines."""
     names = list(dict.fromkeys(r["name"] for r in rows))
     fig, ax = plt.subplots(figsize=(10, 1.1 * len(names) + 2.4))
     ax.axvline(0, color="black", linewidth=1)
@@ -330,8 +331,9 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
             for edge in (-margins[r["tokens"]], margins[r["tokens"]]):
                 ax.plot([edge] * 2, [y + offset - 0.12, y + offset], color=colour, linewidth=1)  # below: the words sit above
             interim = f", interim: {r['interim_why']}" if r["interim"] else ""
+            kind = "primary" if r["part"] == "primary" else "exploratory"
             left = r["interval_95"][1] < 0  # beside the end away from 0, so the zero line crosses no word
-            ax.annotate("\n".join(textwrap.wrap(f"{r['verdict']} (n={r['n']}{interim})", 34)),
+            ax.annotate("\n".join(textwrap.wrap(f"{r['verdict']} ({kind}, n={r['n']}{interim})", 34)),
                         (r["interval_95"][0 if left else 1], y + offset), xytext=(-6 if left else 6, 3),
                         textcoords="offset points", fontsize=9, color=colour, va="bottom",
                         ha="right" if left else "left", bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
