@@ -339,7 +339,7 @@ def plot_token_table(rows: list, margins: dict, title: str = "Each contrast at 4
                         ha="right" if left else "left", bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
     low = min([r["interval_95"][0] for r in rows] + [-m for m in margins.values()])
     high = max([r["interval_95"][1] for r in rows] + list(margins.values()))
-    ax.set_xlim(low - 0.3 * (high - low), high + 0.3 * (high - low))  # room for the verdicts on either side
+    ax.set_xlim(low - 0.3 * (high - low), high + 0.45 * (high - low))  # room for the verdicts on either side
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_yticks(range(len(names)), ["\n".join(textwrap.wrap(name, 20)) for name in reversed(names)], fontsize=10)
     for tokens, colour in TOKEN_COLOURS.items():
