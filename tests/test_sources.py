@@ -225,8 +225,8 @@ def test_the_checks_catch_a_bad_quote_and_a_cited_number(text, words):
 
 @pytest.mark.parametrize("text", [
     'The abstract says the masks are "regularized to gradually become zeros".',
-    'Their README calls it "an unofficial release of miniature code to reveal the core implementation of our '
-    'attention block".',
+    'Their README says it is "supposed to be an unofficial release of miniature code to reveal the core '
+    'implementation of our attention block".',
     'The course calls this the "kernel form" and writes `form="kernel"`; section 6 shows it.',
     'Its value is "official" or "kernel"; Section 5 wrote the layer.',
 ])
