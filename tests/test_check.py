@@ -348,6 +348,10 @@ WRONG = {
          "    return low / (low + (tokens - 1) * high)", "w_min itself"),
     ],
     "paired_interval": [
+        ("def paired_interval(a, b):\n    from scipy import stats\n"  # two-sample degrees of freedom
+         "    d = [x - y for x, y in zip(a, b)]\n    n = len(d)\n"
+         "    h = stats.t.ppf(0.975, 2 * n - 2) * statistics.stdev(d) / math.sqrt(n)\n"
+         "    return statistics.mean(d), (statistics.mean(d) - h, statistics.mean(d) + h)", "2n − 2"),
         ("def paired_interval(a, b):\n    d = statistics.mean(a) - statistics.mean(b)\n    return d, (d - 1, d + 1)",
          "the interval's lower end"),
         ("def paired_interval(a, b):\n    from scipy import stats\n"

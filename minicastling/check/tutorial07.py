@@ -106,6 +106,9 @@ def _paired_mistakes(case: dict, difference: float) -> dict:
         f"That uses t_0.95, a one-sided quantile: a two-sided 95 % interval leaves 2.5 % in each tail, "
         f"t_0.975 = {t:.2f} here.": (difference - stats.t.ppf(0.95, n - 1) * sample,
                                       difference + stats.t.ppf(0.95, n - 1) * sample),
+        f"That takes 2n − 2 = {2 * n - 2} degrees of freedom, the count of two unrelated samples: the paired interval "
+        f"has n − 1 = {n - 1}, one per difference less one.": (difference - stats.t.ppf(0.975, 2 * n - 2) * sample,
+                                                             difference + stats.t.ppf(0.975, 2 * n - 2) * sample),
         f"That takes the t quantile with n = {n} degrees of freedom: n differences leave n − 1 = {n - 1}.":
             (difference - stats.t.ppf(0.975, n) * sample, difference + stats.t.ppf(0.975, n) * sample),
         "That is the pooled two-sample (Student) interval: it treats the arms as unrelated samples. Take the "
