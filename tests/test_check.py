@@ -401,6 +401,10 @@ WRONG = {
         ("def holm_adjusted(p_values):\n    return max(p_values)", "one per p-value"),
     ],
     "seeds_for_power": [
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # two-sample degrees of freedom
+         "    while True:\n        df = 2 * n - 2\n        c = stats.t.ppf(0.975, df)\n"
+         "        if stats.nct.sf(c, df, difference * math.sqrt(n) / sd) >= 0.8:\n            return n\n        n += 1",
+         "2n − 2 degrees of freedom"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"
          "    while stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > difference:\n        n += 1\n    return n",
          "too few"),
@@ -435,7 +439,7 @@ WRONG = {
          "    return stats.ttest_1samp(differences, 0.0).pvalue", "opposite question"),
         ("def equivalence_p(differences, margin):\n    from scipy import stats\n"
          "    return max(stats.ttest_1samp(differences, -margin).pvalue, stats.ttest_1samp(differences, margin).pvalue)",
-         "the answer is"),
+         "two-sided p-values"),
         ("def equivalence_p(differences, margin):\n    from scipy import stats\n"  # half a two-sided p
          "    return max(stats.ttest_1samp(differences, -margin).pvalue, stats.ttest_1samp(differences, margin).pvalue) / 2",
          "other tail"),

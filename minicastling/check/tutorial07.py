@@ -177,6 +177,8 @@ def _shortcuts(sd: float, difference: float) -> dict:
         lambda n: stats.t.ppf(0.95, n - 1), lambda n: n - 1)
     answers["n degrees of freedom: a paired t-test of n differences has n − 1"] = fewest(
         lambda n: stats.t.ppf(0.975, n), lambda n: n)
+    answers["2n − 2 degrees of freedom, the count of two unrelated samples: a paired t-test of n differences has "
+            "n − 1"] = fewest(lambda n: stats.t.ppf(0.975, 2 * n - 2), lambda n: 2 * n - 2)
     return answers
 
 

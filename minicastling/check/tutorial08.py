@@ -76,6 +76,11 @@ def equivalence_p(ex: Exercise, fn) -> None:
                 elif abs(got - max(1 - above, 1 - below)) < 1e-9:
                     explain = ("The two tails are swapped: against −margin the claim to show is mean > −margin "
                                "(alternative='greater'), against +margin it is mean < +margin (alternative='less').")
+                elif abs(got - max(stats.ttest_1samp(differences, -margin).pvalue,
+                                   stats.ttest_1samp(differences, margin).pvalue)) < 1e-9:
+                    explain = ("Those are two-sided p-values. Each of the two tests is one-sided: against −margin "
+                               "the claim is mean > −margin (alternative='greater'), against +margin mean < +margin "
+                               "(alternative='less').")
                 elif abs(got - stats.ttest_1samp(differences, 0.0).pvalue) < 1e-9:
                     explain = ("That is the test of a zero difference. Equivalence asks the opposite question: are "
                                "differences as large as the margin ruled out?")

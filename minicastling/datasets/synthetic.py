@@ -7,9 +7,11 @@ area leaks into the mean brightness, and a classifier on colour statistics alone
 learning rather than a cap.
 
 same_different(): two small glyphs far apart on a noisy field; the label says whether they are the
-same glyph. Each glyph fits one patch, so the patch embedding sees it whole, but no local window
-sees both: the answer lies in a relation between two distant tokens, which sharp global attention
-can pick out and near-uniform pooling or a DWConv cannot. Introduced in tutorials 06 and 07.
+same glyph. Each glyph fits one patch, so the patch embedding sees it whole, but no single layer's
+local window sees both: the answer lies in a relation between two distant tokens, which sharp global
+attention can pick out and near-uniform pooling cannot. (Stacked, the DWConvs along the flattened
+token sequence reach some pairs: 4 tokens either way per layer, 16 over four layers of the 6 × 6 grid.)
+Introduced in tutorials 06 and 07.
 """
 
 import math

@@ -277,7 +277,7 @@ def plot_curves(study: dict, dataset: str, arms: list, title: str | None = None)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(arms), fontsize=10,
                bbox_to_anchor=(0.5, -0.02), frameon=False)
-    fig.suptitle(f"{title or dataset}: mean over seeds, band ±1 sd")
+    fig.suptitle(f"{title or dataset} (mean over seeds, band ±1 sd)")
     fig.tight_layout(rect=(0, 0.07, 1, 1), w_pad=3.0)
     return fig
 
