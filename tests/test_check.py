@@ -389,6 +389,10 @@ WRONG = {
          "    return statistics.mean(a) - statistics.mean(b), (ci.high, ci.low)", "ends are swapped"),
     ],
     "holm_adjusted": [
+        ("def holm_adjusted(p_values):\n    m = len(p_values)\n"  # Hochberg's step-up, not Holm's step-down
+         "    order = sorted(range(m), key=lambda i: p_values[i])\n    out, low = [0.0] * m, 1.0\n"
+         "    for rank in reversed(range(m)):\n        i = order[rank]\n"
+         "        low = min(low, (m - rank) * p_values[i])\n        out[i] = low\n    return out", "Hochberg"),
         ("def holm_adjusted(p_values):\n    return [min(1.0, len(p_values) * p) for p in p_values]", "Bonferroni"),
         ("def holm_adjusted(p_values):\n    m = len(p_values)\n    ranks = sorted(range(m), key=lambda i: p_values[i])\n"
          "    return [min(1.0, (m - ranks.index(i)) * p) for i, p in enumerate(p_values)]", "carry the largest so far"),
@@ -401,6 +405,11 @@ WRONG = {
         ("def holm_adjusted(p_values):\n    return max(p_values)", "one per p-value"),
     ],
     "seeds_for_power": [
+        ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # an unpaired power calculation
+         "    while True:\n        df = 2 * n - 2\n        c = stats.t.ppf(0.975, df)\n"
+         "        shift = difference * math.sqrt(n / 2) / sd\n"
+         "        if stats.nct.sf(c, df, shift) + stats.nct.cdf(-c, df, shift) >= 0.8:\n            return n\n        n += 1",
+         "two-sample (unpaired) power"),
         ("def seeds_for_power(sd, difference):\n    from scipy import stats\n    n = 2\n"  # two-sample degrees of freedom
          "    while True:\n        df = 2 * n - 2\n        c = stats.t.ppf(0.975, df)\n"
          "        if stats.nct.sf(c, df, difference * math.sqrt(n) / sd) >= 0.8:\n            return n\n        n += 1",

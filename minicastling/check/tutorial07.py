@@ -179,6 +179,11 @@ def _shortcuts(sd: float, difference: float) -> dict:
         lambda n: stats.t.ppf(0.975, n), lambda n: n)
     answers["2n − 2 degrees of freedom, the count of two unrelated samples: a paired t-test of n differences has "
             "n − 1"] = fewest(lambda n: stats.t.ppf(0.975, 2 * n - 2), lambda n: 2 * n - 2)
+    n = 2  # what an unpaired power calculator (statsmodels' TTestIndPower, say) answers per arm
+    while paired_power(n, sd * math.sqrt(2), difference, stats.t.ppf(0.975, 2 * n - 2), 2 * n - 2) < 0.8:
+        n += 1
+    answers["a two-sample (unpaired) power calculation, noncentrality δ√(n/2)/sd with 2n − 2 degrees of freedom: "
+            "the paired test's is δ√n/sd, with n − 1, sd being the spread of the differences"] = n
     return answers
 
 
@@ -231,7 +236,13 @@ def _holm_mistakes(p_values: list, adjusted: list) -> dict:
         stepped[i] = min(1.0, (m - rank) * p_values[i])  # no running maximum
         running_uncapped = max(running_uncapped, (m - rank) * p_values[i])
         uncapped[i] = running_uncapped
+    hochberg, running_min = [0.0] * m, 1.0  # step-up: from the largest p down, carrying the smallest so far
+    for rank, i in reversed(list(enumerate(order))):
+        running_min = min(running_min, (m - rank) * p_values[i])
+        hochberg[i] = running_min
     return {
+        "That is Hochberg's step-up adjustment (from the largest p down, carrying the smallest so far): Holm's steps "
+        "down, from the smallest p up, carrying the largest so far.": tuple(hochberg),
         "That is Bonferroni's adjustment, every p times m: Holm's multiplies only the smallest by m, the next by "
         "m − 1, and so on, which keeps the family's error rate at the same level and rejects more.": tuple(bonferroni),
         "Those products are right but not yet Holm's: an adjusted p may not fall below one that comes before it in "
@@ -256,12 +267,15 @@ def seeds_for_power(ex: Exercise, fn) -> None:
         expected, got = seeds_reference(**case), call(ex, fn, case)
         if got == expected or _on_the_line(got, expected, sd, difference):
             continue
+        used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got] \
+            if isinstance(got, numbers.Integral) else []
         if isinstance(got, numbers.Integral) and got < expected:
-            used = [name for name, answer in _shortcuts(sd, difference).items() if answer == got]
             verdict = (f"too few: with {got} pairs a true difference of {difference} is detected less than 80 % of "
                        "the time. " + (f"{got} is also what {', or '.join(used)} gives" if used else "") +
                        ("; t" if used else "T") + "he power of a t-test when the difference is real comes from the "
                        "noncentral t distribution, which the shortcuts only approximate (they undercount at small n).")
+        elif used:
+            verdict = f"more than needed: {got} is what {', or '.join(used)} gives."
         elif isinstance(got, numbers.Integral) and got > 3 * expected:
             verdict = ("far more than needed: check the noncentrality, difference × √n / sd, which grows with the "
                        "number of pairs.")

@@ -304,7 +304,7 @@ def plot_dose_response(study: dict, arms: list, title: str = "Same/different: fi
         ax.scatter(seeds_x, [v for _, a in present for v in a], s=16, color=colour, alpha=0.6)  # seeds side by side
     ax.plot(positions, [study["runs"][d][arms[0]]["chance"] for d in levels], "k--", linewidth=1,
             label="chance: the majority class")
-    ax.set(xlabel="setting: pixel noise (standard deviation, images in [0, 1]), evenly spaced",
+    ax.set(xlabel="setting: pixel noise (standard deviation, images in [0, 1]); positions evenly spaced, levels not",
            ylabel="final test accuracy (%; castled where\nthe arm has a branch)",
            title=title, xticks=positions, xticklabels=[f"noise {d.split()[-1]}" for d in levels])
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
