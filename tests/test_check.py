@@ -389,6 +389,8 @@ WRONG = {
          "    return statistics.mean(a) - statistics.mean(b), (ci.high, ci.low)", "ends are swapped"),
     ],
     "holm_adjusted": [
+        ("def holm_adjusted(p_values):\n    from scipy import stats\n"  # Benjamini–Hochberg, scipy's only adjustment
+         "    return list(stats.false_discovery_control(p_values))", "false discovery rate"),
         ("def holm_adjusted(p_values):\n    m = len(p_values)\n"  # Hochberg's step-up, not Holm's step-down
          "    order = sorted(range(m), key=lambda i: p_values[i])\n    out, low = [0.0] * m, 1.0\n"
          "    for rank in reversed(range(m)):\n        i = order[rank]\n"

@@ -240,9 +240,17 @@ def _holm_mistakes(p_values: list, adjusted: list) -> dict:
     for rank, i in reversed(list(enumerate(order))):
         running_min = min(running_min, (m - rank) * p_values[i])
         hochberg[i] = running_min
+    benjamini, running_min = [0.0] * m, 1.0  # Benjamini–Hochberg: p × m / rank, from the largest p down
+    for rank, i in reversed(list(enumerate(order))):
+        running_min = min(running_min, p_values[i] * m / (rank + 1))
+        benjamini[i] = running_min
     return {
-        "That is Hochberg's step-up adjustment (from the largest p down, carrying the smallest so far): Holm's steps "
-        "down, from the smallest p up, carrying the largest so far.": tuple(hochberg),
+        "That is a step-up adjustment (Hochberg's; on two p-values Benjamini–Hochberg's gives the same), from the "
+        "largest p down, carrying the smallest so far: Holm's steps down, from the smallest p up, carrying the "
+        "largest so far. (Benjamini–Hochberg's bounds the false discovery rate, not the chance of any false "
+        "rejection.)": tuple(hochberg),
+        "That is Benjamini–Hochberg's adjustment (scipy.stats.false_discovery_control): it bounds the false "
+        "discovery rate, not the chance of any false rejection in the family, which Holm's does.": tuple(benjamini),
         "That is Bonferroni's adjustment, every p times m: Holm's multiplies only the smallest by m, the next by "
         "m − 1, and so on, which keeps the family's error rate at the same level and rejects more.": tuple(bonferroni),
         "Those products are right but not yet Holm's: an adjusted p may not fall below one that comes before it in "
