@@ -167,9 +167,9 @@ def _shortcuts(sd: float, difference: float) -> dict:
         n += 1
     answers["a 95 % interval as narrow as ± the difference, which gives about 50 % power"] = n
 
-    def fewest(critical, df):  # the noncentral t's answer for a given critical value and degrees of freedom
+    def fewest(critical, df, spread=sd):  # the noncentral t's answer for a critical value, degrees of freedom, sd
         n = 2
-        while paired_power(n, sd, difference, critical(n), df(n)) < 0.8:
+        while paired_power(n, spread, difference, critical(n), df(n)) < 0.8:
             n += 1
         return n
 
@@ -179,11 +179,10 @@ def _shortcuts(sd: float, difference: float) -> dict:
         lambda n: stats.t.ppf(0.975, n), lambda n: n)
     answers["2n − 2 degrees of freedom, the count of two unrelated samples: a paired t-test of n differences has "
             "n − 1"] = fewest(lambda n: stats.t.ppf(0.975, 2 * n - 2), lambda n: 2 * n - 2)
-    n = 2  # what an unpaired power calculator (statsmodels' TTestIndPower, say) answers per arm
-    while paired_power(n, sd * math.sqrt(2), difference, stats.t.ppf(0.975, 2 * n - 2), 2 * n - 2) < 0.8:
-        n += 1
+    # what an unpaired power calculator (statsmodels' TTestIndPower, say) answers per arm
     answers["a two-sample (unpaired) power calculation, noncentrality δ√(n/2)/sd with 2n − 2 degrees of freedom: "
-            "the paired test's is δ√n/sd, with n − 1, sd being the spread of the differences"] = n
+            "the paired test's is δ√n/sd, with n − 1, sd being the spread of the differences"] = fewest(
+        lambda n: stats.t.ppf(0.975, 2 * n - 2), lambda n: 2 * n - 2, spread=sd * math.sqrt(2))
     return answers
 
 
@@ -236,14 +235,8 @@ def _holm_mistakes(p_values: list, adjusted: list) -> dict:
         stepped[i] = min(1.0, (m - rank) * p_values[i])  # no running maximum
         running_uncapped = max(running_uncapped, (m - rank) * p_values[i])
         uncapped[i] = running_uncapped
-    hochberg, running_min = [0.0] * m, 1.0  # step-up: from the largest p down, carrying the smallest so far
-    for rank, i in reversed(list(enumerate(order))):
-        running_min = min(running_min, (m - rank) * p_values[i])
-        hochberg[i] = running_min
-    benjamini, running_min = [0.0] * m, 1.0  # Benjamini–Hochberg: p × m / rank, from the largest p down
-    for rank, i in reversed(list(enumerate(order))):
-        running_min = min(running_min, p_values[i] * m / (rank + 1))
-        benjamini[i] = running_min
+    hochberg = _step_up(p_values, order, lambda rank: m - rank)  # Hochberg: the multipliers of Holm's, stepping up
+    benjamini = _step_up(p_values, order, lambda rank: m / (rank + 1))  # Benjamini–Hochberg: m / rank
     return {
         "That is a step-up adjustment (Hochberg's; on two p-values Benjamini–Hochberg's gives the same), from the "
         "largest p down, carrying the smallest so far: Holm's steps down, from the smallest p up, carrying the "
@@ -260,6 +253,16 @@ def _holm_mistakes(p_values: list, adjusted: list) -> dict:
         "Those are the right adjusted p-values in sorted order: give each back at its own contrast's place.":
             tuple(sorted(adjusted)),
     }
+
+
+def _step_up(p_values: list, order: list, multiplier) -> list:
+    """A step-up adjustment: from the largest p down (`order`: indices from the smallest p up), each p times
+    `multiplier(rank)`, carrying the smallest so far (it never exceeds 1, the largest p's own value or less)."""
+    adjusted, running_min = [0.0] * len(p_values), 1.0
+    for rank, i in reversed(list(enumerate(order))):
+        running_min = min(running_min, multiplier(rank) * p_values[i])
+        adjusted[i] = running_min
+    return adjusted
 
 
 @exercise("07", 4, "stretch", "a test at 5 % rejects when |t| > t_crit(n − 1). If the true difference is δ, t follows "

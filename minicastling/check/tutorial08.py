@@ -134,31 +134,22 @@ def _welch_mistakes(d49: list, d196: list, difference: float) -> dict:
         "That is Welch's 99 % interval: the question asks for 95 % (confidence_interval(0.95)).":
             tuple(welch.confidence_interval(0.99)),
         "Those variances divide by n: Welch's interval takes each sample's variance dividing by n − 1 "
-        "(statistics.variance, or numpy's var(ddof=1)).": _welch_by_n(d49, d196, difference),
+        "(statistics.variance, or numpy's var(ddof=1)).": _welch_slip(d49, d196, difference, variance=statistics.pvariance),
         "Those Welch–Satterthwaite degrees of freedom divide each squared variance term by n instead of n − 1: "
-        f"Welch's divide by n₁ − 1 and n₂ − 1 (here {welch_df:.1f} degrees of freedom).": _welch_df_by_n(d49, d196, difference),
+        f"Welch's divide by n₁ − 1 and n₂ − 1 (here {welch_df:.1f} degrees of freedom).": _welch_slip(d49, d196, difference, df_less=0),
         "That is the interval of mean(d49) − mean(d196), turned round: the interval has to go with the difference, "
         "mean(d196) − mean(d49) (mind the order of the samples).": (-welch_high, -welch_low),
         **swapped_ends(welch_low, welch_high),
     }
 
 
-def _welch_df_by_n(d49: list, d196: list, difference: float) -> tuple:
-    """Welch's standard error with degrees of freedom whose denominators take n instead of n − 1."""
+def _welch_slip(d49: list, d196: list, difference: float, variance=statistics.variance, df_less: int = 1) -> tuple:
+    """Welch's interval as a slip computes it: each sample's `variance` (statistics.pvariance: dividing by n) and
+    Welch–Satterthwaite denominators n − `df_less` (0: n instead of n − 1)."""
     from scipy import stats
 
-    v196, v49 = statistics.variance(d196) / len(d196), statistics.variance(d49) / len(d49)
-    df = (v196 + v49) ** 2 / (v196 ** 2 / len(d196) + v49 ** 2 / len(d49))
-    half = stats.t.ppf(0.975, df) * math.sqrt(v196 + v49)
-    return difference - half, difference + half
-
-
-def _welch_by_n(d49: list, d196: list, difference: float) -> tuple:
-    """Welch's interval with both variances divided by n instead of n − 1 (degrees of freedom from them too)."""
-    from scipy import stats
-
-    v196, v49 = statistics.pvariance(d196) / len(d196), statistics.pvariance(d49) / len(d49)
-    df = (v196 + v49) ** 2 / (v196 ** 2 / (len(d196) - 1) + v49 ** 2 / (len(d49) - 1))
+    v196, v49 = variance(d196) / len(d196), variance(d49) / len(d49)
+    df = (v196 + v49) ** 2 / (v196 ** 2 / (len(d196) - df_less) + v49 ** 2 / (len(d49) - df_less))
     half = stats.t.ppf(0.975, df) * math.sqrt(v196 + v49)
     return difference - half, difference + half
 
